@@ -1,0 +1,41 @@
+"""Base class and field types shared by every section of the project config.
+
+Each stage owns its section (`adhere/<stage>/config.py`); they all derive from
+`Section`, which forbids unknown keys and refuses silent coercion ("16" is not
+an int), so a typo in `adhere.yaml` is an error that names its key path rather
+than a setting quietly ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Callable
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+# The error type that `config.format_error` prints as its message, unchanged.
+EXPECTED = "adhere_expected"
+
+
+class Section(BaseModel):
+    """A block of `adhere.yaml`: unknown keys are errors, values are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, use_attribute_docstrings=True)
+
+
+def _number_check(integer: bool, ok: Callable[[float], bool], expected: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not ok(value):
+            raise PydanticCustomError(EXPECTED, expected)
+        return float(value) if not integer else value
+
+    return BeforeValidator(check)
+
+
+# The JSON Schema keeps the bounds (for editors); the validators give the messages.
+PositiveInt = Annotated[int, Field(gt=0), _number_check(True, lambda v: v > 0, "expected a positive integer")]
+NonNegativeInt = Annotated[int, Field(ge=0), _number_check(True, lambda v: v >= 0, "expected an integer >= 0")]
+PositiveFloat = Annotated[float, Field(gt=0), _number_check(False, lambda v: v > 0, "expected a positive number")]
+NonNegativeFloat = Annotated[float, Field(ge=0), _number_check(False, lambda v: v >= 0, "expected a number >= 0")]
+Fraction = Annotated[float, Field(ge=0, le=1), _number_check(False, lambda v: 0 <= v <= 1, "expected a number between 0 and 1")]
