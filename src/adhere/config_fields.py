@@ -8,9 +8,10 @@ than a setting quietly ignored.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Callable
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 # The error type that `config.format_error` prints as its message, unchanged.
@@ -39,3 +40,20 @@ NonNegativeInt = Annotated[int, Field(ge=0), _number_check(True, lambda v: v >= 
 PositiveFloat = Annotated[float, Field(gt=0), _number_check(False, lambda v: v > 0, "expected a positive number")]
 NonNegativeFloat = Annotated[float, Field(ge=0), _number_check(False, lambda v: v >= 0, "expected a number >= 0")]
 Fraction = Annotated[float, Field(ge=0, le=1), _number_check(False, lambda v: 0 <= v <= 1, "expected a number between 0 and 1")]
+
+
+# The error type whose context carries extra key-path parts below the field that
+# raised it, so a validator on a whole block can still point at one key inside it
+# (for example `spec.constraints[0].n` from the constraint's own validator).
+AT = "adhere_at"
+
+
+def error_at(path: tuple[str | int, ...], message: str) -> PydanticCustomError:
+    """An error for `config.format_error` to report at `<field>.<path...>`."""
+    return PydanticCustomError(AT, "{message}", {"message": message, "path": path})
+
+
+def resolve_path(value: str, info: ValidationInfo) -> str:
+    """A path from adhere.yaml, made absolute against the config file's folder."""
+    base = Path((info.context or {}).get("base_dir", "."))
+    return str((base / Path(value).expanduser()).resolve())

@@ -1,0 +1,169 @@
+"""The `adhere` command: a thin layer over the Python API.
+
+    adhere init my-project        # write a commented adhere.yaml
+    adhere config check adhere.yaml --set train.lr=1e-4
+    adhere spec adhere.yaml       # step 1: validate and write the spec
+    adhere doctor                 # is this machine ready?
+
+Every command parses its arguments, loads the config and calls the same
+`run()` the Python API offers. Problems a user can fix print one clear message
+and exit with code 2; `--debug` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from adhere.errors import EXIT_USER_ERROR, UserError
+
+app = typer.Typer(
+    help="Instruction-tune a language model to follow your team's instructions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+config_app = typer.Typer(help="Check adhere.yaml, or print its JSON Schema for editors.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+ConfigPath = Annotated[Path, typer.Argument(help="The project file, adhere.yaml.", show_default=False)]
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override one setting, KEY=VALUE with a dotted key (repeatable): --set train.lr=2e-4."),
+]
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def _load(path: Path, overrides: list[str] | None):  # -> ProjectConfig
+    from adhere.config import load_config
+
+    return load_config(path, overrides or [])
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="Project name (letters, digits, '.', '_', '-').", show_default=False)],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the file.")] = Path("adhere.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example adhere.yaml to edit."""
+    from adhere.config import NAME
+
+    if not NAME.match(name):
+        raise UserError(f"project name {name!r}: use letters, digits, '.', '_' and '-' only (it names a folder)")
+    if out_path.exists() and not force:
+        raise UserError(f"{out_path} already exists; pass --force to overwrite it or --out to write elsewhere")
+    template = resources.files("adhere").joinpath("init_template.yaml").read_text(encoding="utf-8")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(template.replace("{name}", name), encoding="utf-8")
+    out.print(f"Wrote [bold]{out_path}[/]. Next: edit it, then [bold]adhere config check {out_path}[/].")
+
+
+@config_app.command("check")
+def config_check(path: ConfigPath, overrides: Overrides = None) -> None:
+    """Validate a config file and print the resolved config, every default filled in."""
+    config = _load(path, overrides)
+    out.print(config.to_yaml(), end="", markup=False, highlight=False)
+    err.print(f"[green]ok[/]: {path} is valid")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of adhere.yaml (for editor validation and completion)."""
+    from adhere.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def spec(
+    path: ConfigPath,
+    overrides: Overrides = None,
+    response: Annotated[
+        Optional[Path], typer.Option(help="Check this response file ('-' for stdin) against the spec's constraints.")
+    ] = None,
+) -> None:
+    """Step 1: validate the spec and write workdir/spec/; optionally check a response against it."""
+    import adhere.spec
+
+    config = _load(path, overrides)
+    run_dir = adhere.spec.run(config)
+    table = Table(title=f"spec: {config.spec.task} ({config.spec.output.format})", title_justify="left")
+    table.add_column("constraint")
+    table.add_column("meaning")
+    from adhere.spec.constraints import describe
+
+    for c in config.spec.constraints:
+        table.add_row(escape(c.label), escape(describe(c.id)))
+    if config.spec.constraints:
+        out.print(table)
+    else:
+        out.print("The spec lists no constraints: responses are checked for nothing but the output format.")
+    out.print(f"Wrote {run_dir / 'spec.json'}")
+    if response is None:
+        return
+    text = sys.stdin.read() if str(response) == "-" else _read_text(response)
+    results = adhere.spec.check_response(config.spec, text)
+    for label, passed in results:
+        out.print(f"  {'[green]pass[/]' if passed else '[red]FAIL[/]'}  {escape(label)}")
+    failed = sum(not p for _, p in results)
+    out.print(f"{len(results) - failed} of {len(results)} constraints met")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+@app.command()
+def doctor(quick: Annotated[bool, typer.Option("--quick", help="Skip loading the embedded model.")] = False) -> None:
+    """Check Python, packages, CPU/GPU, disk and the embedded model; say how to fix each problem."""
+    from adhere.doctor import run_checks
+
+    if not quick:
+        err.print("Loading the embedded model and asking it one question (the first run converts it, ~20 s)...")
+    checks = run_checks(load_model=not quick)
+    marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+    table = Table(show_header=False, box=None, pad_edge=False)
+    for check in checks:
+        table.add_row(marks[check.status], f"[bold]{check.name}[/]", escape(check.detail))
+    out.print(table)
+    fixes = [c for c in checks if c.fix]
+    for check in fixes:
+        out.print(f"[bold]{check.name}[/]: {escape(check.fix)}")
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: run the app; user errors print one message and exit 2."""
+    try:
+        app()
+    except UserError as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
+        sys.exit(EXIT_USER_ERROR)

@@ -1,0 +1,64 @@
+"""The `train` section of adhere.yaml: how to tune (step 4)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+
+from adhere.config_fields import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, Section, error_at
+
+
+class LoraConfig(Section):
+    """Low-rank adapters (through PEFT)."""
+
+    r: PositiveInt = 16
+    """Adapter rank."""
+    alpha: PositiveFloat = 32.0
+    """Scaling numerator: the update is scaled by alpha / r (alpha / sqrt(r) with rslora)."""
+    dropout: Fraction = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list[str] = []
+    """Module names to adapt; empty means every linear layer except the output head."""
+    use_dora: bool = False
+    """Weight-decomposed adapters (DoRA)."""
+    use_rslora: bool = False
+    """Rank-stabilized scaling, alpha / sqrt(r)."""
+
+
+class TrainConfig(Section):
+    """Supervised instruction tuning, loss on assistant tokens only."""
+
+    method: Literal["lora", "full"] = "lora"
+    """'lora' trains adapters; 'full' trains every weight."""
+    lora: LoraConfig = LoraConfig()
+    lr: PositiveFloat = 2e-4
+    """Peak learning rate."""
+    epochs: PositiveFloat = 3.0
+    """Passes over the training data (ignored when max_steps is set)."""
+    max_steps: PositiveInt | None = None
+    """Stop after this many optimizer steps."""
+    batch_size: PositiveInt = 8
+    """Examples per micro-step (one forward and backward)."""
+    grad_accum: PositiveInt = 1
+    """Micro-steps per optimizer step."""
+    max_length: PositiveInt = 1024
+    """Tokens per example; longer examples are truncated."""
+    warmup_ratio: Fraction = 0.03
+    """Share of the steps spent warming up the learning rate."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate schedule after warmup."""
+    weight_decay: NonNegativeFloat = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: PositiveFloat = 1.0
+    """Gradient clipping threshold."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """'auto' uses bf16 autocast where the CPU or GPU supports it, fp32 otherwise."""
+    seed: int = 0
+    """Seed for initialisation, shuffling and dropout."""
+
+    @model_validator(mode="after")
+    def _lora_only_with_lora(self) -> TrainConfig:
+        if self.method == "full" and "lora" in self.model_fields_set:
+            raise error_at(("lora",), "train.lora is set but train.method is 'full'; remove train.lora or set train.method: lora")
+        return self

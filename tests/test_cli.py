@@ -1,0 +1,99 @@
+"""The CLI as a user meets it: exit codes, messages, no tracebacks, files written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adhere.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["adhere", *args])
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps at the terminal width; keep messages on one line
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_init_then_check(tmp_path: Path, capsys, monkeypatch) -> None:
+    target = tmp_path / "proj" / "adhere.yaml"
+    code, out, _ = run_cli(capsys, monkeypatch, "init", "my-proj", "--out", str(target))
+    assert code == 0 and target.is_file() and "adhere config check" in out
+    assert "# Step 1" in target.read_text()  # commented for people to edit
+    code, out, err = run_cli(capsys, monkeypatch, "config", "check", str(target), "--set", "train.lr=1e-4")
+    assert code == 0 and "ok" in err
+    resolved = yaml.safe_load(out)
+    assert resolved["name"] == "my-proj" and resolved["train"]["lr"] == pytest.approx(1e-4)
+    assert resolved["workdir"] == str(tmp_path / "proj" / "runs" / "my-proj")
+    # A second init would lose the user's edits.
+    code, _, err = run_cli(capsys, monkeypatch, "init", "my-proj", "--out", str(target))
+    assert code == 2 and "already exists; pass --force" in err
+
+
+def test_bad_config_exits_2_without_traceback(tmp_path: Path, capsys, monkeypatch) -> None:
+    path = tmp_path / "adhere.yaml"
+    path.write_text("name: p\ntrain:\n  lora:\n    r: sixteen\nspec:\n  constraints: [{id: max_word, n: 3}]\n")
+    code, out, err = run_cli(capsys, monkeypatch, "config", "check", str(path))
+    assert code == 2 and out == ""
+    assert 'train.lora.r: expected a positive integer, got "sixteen"' in err
+    assert "spec.constraints[0].id: unknown constraint 'max_word'" in err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, capsys, monkeypatch) -> None:
+    from adhere.errors import UserError
+
+    with pytest.raises(UserError):
+        run_cli(capsys, monkeypatch, "--debug", "config", "check", str(tmp_path / "missing.yaml"))
+
+
+def test_schema_is_json_for_editors(capsys, monkeypatch) -> None:
+    code, out, _ = run_cli(capsys, monkeypatch, "config", "schema")
+    schema = json.loads(out)
+    assert code == 0 and schema["title"] == "adhere.yaml"
+    assert set(schema["properties"]) >= {"name", "workdir", "spec", "data", "model", "train", "eval", "serve"}
+
+
+def test_spec_writes_run_folder_and_checks_a_response(tmp_path: Path, capsys, monkeypatch) -> None:
+    path = tmp_path / "adhere.yaml"
+    path.write_text(
+        "name: p\nspec:\n  task: review\n  output: {format: json, schema: {type: object, required: [summary]}}\n"
+        "  constraints: [{id: json_schema}, {id: max_words, n: 5}]\n"
+    )
+    good = tmp_path / "good.json"
+    good.write_text('{"summary": "fine"}')
+    code, out, _ = run_cli(capsys, monkeypatch, "spec", str(path), "--response", str(good))
+    assert code == 0 and "2 of 2 constraints met" in out
+    run_dir = tmp_path / "runs" / "p" / "spec"
+    spec = json.loads((run_dir / "spec.json").read_text())
+    assert [c["label"] for c in spec["constraints"]] == ["json_schema", "max_words(n=5)"]
+    assert {p.name for p in run_dir.iterdir()} >= {"spec.json", "config.yaml", "env.json", "lineage.json"}
+    lineage = json.loads((run_dir / "lineage.json").read_text())
+    assert lineage["outputs"]["spec"]["path"] == str(run_dir / "spec.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"verdict": "one two three four five six"}')
+    code, out, _ = run_cli(capsys, monkeypatch, "spec", str(path), "--response", str(bad))
+    assert code == 1 and "FAIL  json_schema" in out and "FAIL  max_words(n=5)" in out
+    code, _, err = run_cli(capsys, monkeypatch, "spec", str(path), "--response", str(tmp_path / "none.txt"))
+    assert code == 2 and "none.txt: no such file" in err
+
+
+def test_help_lists_only_working_commands_each_with_help() -> None:
+    import typer
+
+    from adhere.cli import app
+
+    group = typer.main.get_command(app)
+    assert set(group.commands) == {"init", "config", "spec", "doctor"}
+    result = subprocess.run([sys.executable, "-m", "adhere", "config", "check", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--set" in result.stdout and "resolved config" in result.stdout
