@@ -6,14 +6,12 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 from adhere.runs import package_versions
 
@@ -36,6 +34,7 @@ def run_checks(load_model: bool = True) -> list[Check]:
     checks = [_python(), *_packages(), *_compute(), _disk(), _hub(), _embedded()]
     if load_model and checks[-1].status != "fail":
         checks.append(_answer())
+        checks[-2] = _embedded()  # now converted
     return checks
 
 
@@ -85,12 +84,9 @@ def _compute() -> list[Check]:
     return checks
 
 
-def adhere_home() -> Path:
-    """Where adhere keeps converted models: $ADHERE_HOME, default ~/.cache/adhere."""
-    return Path(os.environ.get("ADHERE_HOME", "~/.cache/adhere")).expanduser()
-
-
 def _disk() -> Check:
+    from adhere.models.embedded import adhere_home
+
     home = adhere_home()
     probe = home
     while not probe.exists():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from adhere.config_fields import Section
+from pydantic import ValidationInfo, field_validator
+
+from adhere.config_fields import Section, resolve_path
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 
@@ -24,3 +27,14 @@ class ModelConfig(Section):
     """Run Python code shipped with a hub model. Off unless you trust its author."""
     allow_download: bool = False
     """Let a hub id download when it is not in the local cache (never when HF_HUB_OFFLINE=1)."""
+
+    @field_validator("base", "chat_template")
+    @classmethod
+    def _local_paths_from_config_folder(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A relative path (not a hub id, not inline Jinja) is taken from the config file's folder."""
+        if value is None or value == EMBEDDED_MODEL or "{%" in value or "{{" in value:
+            return value
+        base = Path((info.context or {}).get("base_dir", "."))
+        if value.startswith((".", "~", "/")) or value.endswith((".gguf", ".jinja")) or (base / value).exists():
+            return resolve_path(value, info)
+        return value

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_serializer, model_validator
 
-from adhere.config_fields import Section, error_at
+from adhere.config_fields import Section, error_at, resolve_path
 
 SCORES = (1, 2, 3, 4, 5)
 
@@ -57,8 +57,7 @@ def load_schema_file(value: Any, info: ValidationInfo) -> Any:
     """A string schema is a path to a JSON file, relative to the config file's folder."""
     if not isinstance(value, str):
         return value
-    base = Path((info.context or {}).get("base_dir", "."))
-    path = (base / value).resolve()
+    path = Path(resolve_path(value, info))
     if not path.is_file():
         raise error_at((), f"schema file {str(path)!r} not found; give a JSON Schema inline or a path to a .json file")
     try:
