@@ -111,8 +111,10 @@ class Constraint(Section):
 
     @property
     def label(self) -> str:
-        """A short name for reports: `max_words(n=120)`; schemas are left out."""
-        shown = {k: v for k, v in self.args.items() if k != "schema"}
+        """A short name for reports: `max_words(n=120)`; schemas and default arguments are left out."""
+        fields = arguments_model(self.id).model_fields
+        defaults = {f.alias or name: f.default for name, f in fields.items()}
+        shown = {k: v for k, v in self.args.items() if k != "schema" and v != defaults.get(k)}
         inner = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"{self.id}({inner})" if inner else self.id
 
