@@ -3,6 +3,7 @@
     adhere init my-project        # write a commented adhere.yaml
     adhere config check adhere.yaml --set train.lr=1e-4
     adhere spec adhere.yaml       # step 1: validate and write the spec
+    adhere data adhere.yaml       # step 2: validate and curate the data
     adhere doctor                 # is this machine ready?
 
 Every command parses its arguments, loads the config and calls the same
@@ -126,6 +127,35 @@ def spec(
     failed = sum(not p for _, p in results)
     out.print(f"{len(results) - failed} of {len(results)} constraints met")
     if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def data(
+    path: ConfigPath,
+    overrides: Overrides = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit with code 1 if any row is rejected.")] = False,
+) -> None:
+    """Step 2: validate and curate data.sources into workdir/data/ (train, eval, rejected, stats, card)."""
+    import adhere.data
+
+    config = _load(path, overrides)
+    run_dir = adhere.data.run(config)
+    stats = json.loads((run_dir / "stats.json").read_text())
+    out.print(
+        f"{stats['rows_in']} rows in: [green]{stats['train']} train[/], [green]{stats['eval']} eval[/], "
+        f"[yellow]{stats['rejected']} rejected[/]"
+    )
+    if stats["rejected_by_rule"]:
+        table = Table("rule", "rows", title="rejected (reasons per row in rejected.jsonl)", title_justify="left")
+        for rule, count in stats["rejected_by_rule"].items():
+            table.add_row(rule, str(count))
+        out.print(table)
+    warning = stats.get("diversity", {}).get("warning")
+    if warning:
+        out.print(f"[yellow]warning[/]: {escape(warning)}")
+    out.print(f"Wrote {run_dir}/: train.jsonl, eval.jsonl, rejected.jsonl, stats.json, card.md")
+    if strict and stats["rejected"]:
         raise typer.Exit(1)
 
 

@@ -1,4 +1,4 @@
-"""The `data` section of adhere.yaml: where the instruction data comes from (step 2)."""
+"""The `data` section of adhere.yaml: where the instruction data comes from and how it is curated (step 2)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,23 @@ from typing import Literal
 
 from pydantic import ValidationInfo, field_validator, model_validator
 
-from adhere.config_fields import Fraction, PositiveFloat, PositiveInt, Section, error_at, resolve_path
+from adhere.config_fields import Fraction, PositiveInt, Section, error_at, resolve_path
 
-FORMATS = ("auto", "alpaca", "messages", "sharegpt", "prompt_completion", "columns")
+Format = Literal["auto", "alpaca", "messages", "sharegpt", "prompt_completion", "columns"]
+COLUMN_FIELDS = ("instruction", "input", "output", "system")
 
 
 class Source(Section):
     """One input file or saved dataset folder."""
 
     path: str
-    """A .jsonl, .json, .csv or .parquet file, or a saved Hugging Face dataset folder (relative to adhere.yaml)."""
-    format: Literal["auto", "alpaca", "messages", "sharegpt", "prompt_completion", "columns"] = "auto"
-    """Row format; 'auto' detects it from the columns."""
+    """A .jsonl, .json, .csv, .tsv or .parquet file, or a saved Hugging Face dataset folder (relative to adhere.yaml)."""
+    format: Format = "auto"
+    """Row format; 'auto' detects it from the first row's fields."""
     columns: dict[str, str] = {}
     """For format 'columns': which source column holds each field, e.g. {instruction: question, output: answer}."""
-    weight: PositiveFloat = 1.0
-    """Relative sampling weight when several sources are mixed."""
     max_rows: PositiveInt | None = None
-    """Keep at most this many rows from this source."""
+    """Keep at most this many of the source's valid rows (a seeded sample); the rest are listed as not sampled."""
 
     @field_validator("path")
     @classmethod
@@ -32,19 +31,89 @@ class Source(Section):
 
     @model_validator(mode="after")
     def _columns_need_format(self) -> Source:
-        if self.format == "columns" and not self.columns:
-            raise error_at(("columns",), "format 'columns' needs a mapping, e.g. {instruction: question, output: answer}")
-        if self.columns and self.format not in ("columns", "auto"):
+        if self.columns and self.format == "auto":
+            self.format = "columns"
+        if self.format == "columns":
+            if not {"instruction", "output"} <= set(self.columns):
+                raise error_at(("columns",), "format 'columns' needs at least {instruction: COLUMN, output: COLUMN}")
+            unknown = set(self.columns) - set(COLUMN_FIELDS)
+            if unknown:
+                raise error_at(("columns",), f"unknown fields {sorted(unknown)}; map any of {', '.join(COLUMN_FIELDS)}")
+        elif self.columns:
             raise error_at(("format",), f"columns are given, so format must be 'columns', got {self.format!r}")
         return self
 
 
+class DedupConfig(Section):
+    """Exact and near-duplicate removal."""
+
+    exact: bool = True
+    """Drop records whose normalised prompt and response equal an earlier record's."""
+    near: bool = True
+    """Drop near-duplicates found with MinHash LSH over word shingles."""
+    near_threshold: Fraction = 0.8
+    """Jaccard similarity of word 5-gram sets at or above which two records are near-duplicates."""
+    shingle: PositiveInt = 5
+    """Words per shingle."""
+    num_perm: PositiveInt = 128
+    """MinHash permutations: more is more accurate and slower."""
+
+
+class QualityConfig(Section):
+    """Cheap heuristics that catch rows not worth training on."""
+
+    enabled: bool = True
+    min_response_words: PositiveInt = 1
+    """Responses with fewer words are dropped."""
+    max_response_words: PositiveInt = 4000
+    """Responses with more words are dropped."""
+    max_repeated_ngrams: Fraction = 0.5
+    """Drop responses (of 30+ words) where this share of word 3-grams repeats an earlier one."""
+    refusals: bool = True
+    """Drop refusal and boilerplate responses ("As an AI language model...")."""
+    copy_threshold: Fraction = 0.9
+    """Drop responses whose word set overlaps the prompt's at least this much (Jaccard): echoes, not answers."""
+
+
+class DecontamConfig(Section):
+    """Evaluation prompts must not leak into training."""
+
+    enabled: bool = True
+    ngram: PositiveInt = 13
+    """Words per n-gram; 13 as lm-evaluation-harness, 8 in some recent recipes."""
+    targets: list[str] = []
+    """Benchmark files (JSONL with a 'prompt' field, or canonical records) checked besides the eval split."""
+
+    @field_validator("targets")
+    @classmethod
+    def _absolute(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return [resolve_path(v, info) for v in value]
+
+
 class DataConfig(Section):
-    """Instruction-response data: sources and the train/eval split."""
+    """Instruction-response data: sources, validation, curation and the train/eval split."""
 
     sources: list[Source] = []
-    """Input files, mixed by weight."""
+    """Input files; their rows are validated, curated and pooled."""
+    eval_file: str | None = None
+    """A held-out file used as the eval set as it is (no split); training rows are decontaminated against it."""
     eval_fraction: Fraction = 0.1
-    """Share of the curated examples held out for evaluation."""
+    """Share of the curated examples held out for evaluation (when there is no eval_file)."""
+    stratify_by: str | None = None
+    """A meta field (e.g. 'type') whose values are split in equal proportion."""
     seed: int = 0
-    """Seed for shuffling, sampling and the split."""
+    """Seed for sampling and the split."""
+    max_chars: PositiveInt = 100_000
+    """Rows whose text is longer are rejected before anything else looks at them."""
+    check_spec: bool = True
+    """Reject reference responses that fail the spec's constraints (e.g. JSON that breaks the schema)."""
+    pii: Literal["flag", "redact", "drop"] = "flag"
+    """Rows with e-mails, phone numbers, card numbers, secrets...: list them in the card, redact them, or drop them."""
+    dedup: DedupConfig = DedupConfig()
+    quality: QualityConfig = QualityConfig()
+    decontam: DecontamConfig = DecontamConfig()
+
+    @field_validator("eval_file")
+    @classmethod
+    def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else resolve_path(value, info)

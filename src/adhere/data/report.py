@@ -1,0 +1,180 @@
+"""What the data stage writes: the JSONL files, and a data card with plots for people.
+
+card.md shows the counts and how they reconcile, rejections by rule with an
+example each, what each curation step dropped, the PII audit and demographic
+balance, and the diversity of the instructions (lead words, lengths, turns,
+task types), with length histograms as PNG files beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adhere import runs
+from adhere.data.records import prompt_text, response_text
+
+if TYPE_CHECKING:
+    from adhere.config import ProjectConfig
+
+Record = dict[str, Any]
+WORD = re.compile(r"\w+")
+# Polite openers that precede the real lead verb: "Please review ...", "Can you explain ...".
+OPENERS = {"please", "can", "could", "would", "will", "you", "kindly", "now", "i", "want", "need", "to", "help", "me"}
+LOW_DIVERSITY_SHARE = 0.5  # one lead word over half the data: the model learns one task, not many
+
+
+def write_outputs(run_dir: Path, train: list[Record], evals: list[Record], rejected: list[dict[str, Any]]) -> dict[str, Path]:
+    """Write train.jsonl, eval.jsonl and rejected.jsonl atomically; return their paths."""
+    outputs = {}
+    for name, rows in (("train", train), ("eval", evals), ("rejected", rejected)):
+        text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+        outputs[name] = runs.write_text_atomic(run_dir / f"{name}.jsonl", text)
+    return outputs
+
+
+def lead_words(prompt: str) -> tuple[str, str]:
+    """The first content word of an instruction and the word after it ('review', 'code')."""
+    words = [w for w in WORD.findall(prompt.casefold()) if not w.isdigit()]
+    while words and words[0] in OPENERS:
+        words.pop(0)
+    return (words[0] if words else "", words[1] if len(words) > 1 else "")
+
+
+def diversity(records: list[Record]) -> dict[str, Any]:
+    """Lead words and pairs, lengths in words, turn counts and task types of the kept records."""
+    leads = Counter(lead_words(prompt_text(r)) for r in records)
+    verbs = Counter(pair[0] for pair in leads.elements())
+    types = Counter(str(r["meta"].get("type") or r["meta"].get("category") or r["meta"].get("task") or "") for r in records)
+    top = verbs.most_common(1)
+    share = top[0][1] / len(records) if records and top else 0.0
+    warning = None
+    if records and share > LOW_DIVERSITY_SHARE:
+        warning = f"low diversity: {share:.0%} of instructions start with {top[0][0]!r}"
+    return {
+        "lead_words": dict(verbs.most_common(20)),
+        "lead_pairs": {f"{a} {b}".strip(): n for (a, b), n in leads.most_common(20)},
+        "distinct_lead_words": len(verbs),
+        "top_lead_share": round(share, 4),
+        "turns": dict(sorted(Counter(len(r["messages"]) for r in records).items())),
+        "types": {k: v for k, v in types.most_common() if k},
+        "warning": warning,
+    }
+
+
+def _lengths(records: list[Record]) -> tuple[list[int], list[int]]:
+    return (
+        [len(WORD.findall(prompt_text(r))) for r in records],
+        [len(WORD.findall(response_text(r))) for r in records],
+    )
+
+
+def _plot_lengths(run_dir: Path, records: list[Record]) -> str | None:
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    prompts, responses = _lengths(records)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, values, title in ((axes[0], prompts, "instruction length"), (axes[1], responses, "response length")):
+        ax.hist(values, bins=30, color="#4C72B0")
+        ax.set_title(title)
+        ax.set_xlabel("words")
+        ax.set_ylabel("examples")
+    fig.tight_layout()
+    name = "lengths.png"
+    fig.savefig(run_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _plot_lead_words(run_dir: Path, stats: dict[str, Any]) -> str | None:
+    words = stats["lead_words"]
+    if not words:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = list(words.items())[:15][::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
+    ax.barh([w or "(none)" for w, _ in items], [n for _, n in items], color="#55A868")
+    ax.set_title("lead words of instructions")
+    ax.set_xlabel("examples")
+    fig.tight_layout()
+    name = "lead_words.png"
+    fig.savefig(run_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_card(
+    run_dir: Path, config: ProjectConfig, stats: dict[str, Any], train: list[Record], evals: list[Record],
+    rejected: list[dict[str, Any]],
+) -> Path:
+    """Write card.md and its plots; adds the diversity report to `stats`."""
+    kept = train + evals
+    stats["diversity"] = diversity(kept)
+    lengths = _plot_lengths(run_dir, kept)
+    leads = _plot_lead_words(run_dir, stats["diversity"])
+    examples: dict[str, dict[str, Any]] = {}
+    for row in rejected:
+        examples.setdefault(row["rule"], row)
+    out = [f"# Data card: {config.name}", ""]
+    out += [f"{stats['rows_in']} rows in: {stats['train']} train, {stats['eval']} eval, {stats['rejected']} rejected "
+            f"(eval from {stats['eval_from']}). Every rejected row is in `rejected.jsonl` with its reason.", ""]
+    out += ["## Sources", "", _table(
+        ["source", "rows in", "kept", "rejected"],
+        [[Path(p).name, s["rows_in"], s["kept"], s["rejected"]] for p, s in stats["sources"].items()],
+    ), ""]
+    if rejected:
+        out += ["## Rejections by rule", "", _table(
+            ["rule", "rows", "example"],
+            [[rule, n, f"{Path(examples[rule]['source']).name} {examples[rule]['location']}: {examples[rule]['reason']}"]
+             for rule, n in stats["rejected_by_rule"].items()],
+        ), ""]
+    out += ["## Curation", "", _table(["step", "dropped"], [[k, v] for k, v in stats["curation_dropped"].items()]), ""]
+    out += _pii_section(stats["pii"])
+    div = stats["diversity"]
+    out += ["## Diversity", ""]
+    if div["warning"]:
+        out += [f"**Warning: {div['warning']}.**", ""]
+    out += [f"{div['distinct_lead_words']} distinct lead words; the most common covers {div['top_lead_share']:.0%}.", ""]
+    if leads:
+        out += [f"![lead words]({leads})", ""]
+    out += [_table(["lead words", "examples"], [[k, v] for k, v in list(div["lead_pairs"].items())[:10]]), ""]
+    out += [_table(["turns", "examples"], [[k, v] for k, v in div["turns"].items()]), ""]
+    if div["types"]:
+        out += [_table(["task type", "examples"], [[k, v] for k, v in div["types"].items()]), ""]
+    if lengths:
+        out += ["## Lengths", "", f"![lengths]({lengths})", ""]
+    return runs.write_text_atomic(run_dir / "card.md", "\n".join(out))
+
+
+def _pii_section(pii: dict[str, Any]) -> list[str]:
+    out = ["## PII and demographic audit", ""]
+    out += [f"{pii['flagged_rows']} rows contain personal data or secrets (action: {pii['action']})."]
+    if pii["totals"]:
+        out += ["", _table(["kind", "findings"], [[k, v] for k, v in pii["totals"].items()])]
+    if pii["flagged"]:
+        out += ["", _table(["row", "kinds"], [[f["where"], ", ".join(f["kinds"])] for f in pii["flagged"][:50]])]
+        if len(pii["flagged"]) > 50:
+            out += ["", f"... and {len(pii['flagged']) - 50} more (stats.json lists them all)."]
+    for axis, report in (pii.get("demographics") or {}).get("axes", {}).items():
+        counts = ", ".join(f"{g}: {n}" for g, n in report.get("counts", {}).items())
+        line = f"- {axis}: {counts}; total variation from uniform {report.get('tv_distance', 0):.2f}"
+        out += ["", line + (f" — **{report['warning']}**" if report.get("warning") else "")]
+    return out + [""]

@@ -1,0 +1,251 @@
+"""Step 2, collect and curate: every source row ends in train, eval or rejected, with a reason.
+
+    adhere data adhere.yaml
+
+Reads `data.sources`, validates every row, curates (normalise, exact and near
+dedup, quality heuristics, spec checks, decontamination, PII audit), splits,
+and writes `workdir/data/`: train.jsonl, eval.jsonl, rejected.jsonl,
+stats.json and card.md. The counts reconcile: rows_in = kept + rejected, per
+source and in total.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from adhere import runs
+from adhere.data import curate, decontam
+from adhere.data.config import DataConfig, Source
+from adhere.data.formats import CONVERTERS, detect_format, from_columns
+from adhere.data.records import Rejection, prompt_text
+from adhere.data.sources import RawRow, read_rows
+from adhere.errors import UserError
+
+if TYPE_CHECKING:
+    from adhere.config import ProjectConfig
+    from adhere.spec.config import SpecConfig
+
+Record = dict[str, Any]
+EVAL_SOURCE = "eval_file"
+
+
+class Ledger:
+    """Every row in, and where it went: the counts `stats.json` reconciles."""
+
+    def __init__(self) -> None:
+        self.rows_in: Counter[str] = Counter()
+        self.rejected: list[dict[str, Any]] = []
+        self.by_source: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def reject(self, source: str, location: str, rejection: Rejection, content: Any) -> None:
+        """Record one dropped row with its reason."""
+        self.by_source[source][rejection.rule] += 1
+        self.rejected.append(
+            {"source": source, "location": location, "rule": rejection.rule, "reason": rejection.reason, "row": content}
+        )
+
+    def reject_records(self, dropped: Iterable[tuple[Record, Rejection]]) -> int:
+        """Record dropped canonical records; returns how many."""
+        count = 0
+        for record, rejection in dropped:
+            self.reject(record["meta"]["source"], record["meta"]["row"], rejection, {"messages": record["messages"]})
+            count += 1
+        return count
+
+
+def run(config: ProjectConfig) -> Path:
+    """Curate the configured sources into `workdir/data/`; return that folder."""
+    from adhere.data.report import write_card, write_outputs
+
+    data = config.data
+    if not data.sources:
+        raise UserError("data.sources is empty: list at least one file, e.g. sources: [{path: data/train.jsonl}]")
+    run_dir = runs.start_stage(config, "data")
+    ledger = Ledger()
+    records: list[Record] = []
+    for source in data.sources:
+        records += load_source(source, data, config.spec, ledger)
+    eval_records = load_source(Source(path=data.eval_file), data, config.spec, ledger) if data.eval_file else None
+
+    steps: dict[str, int] = {}
+    if data.dedup.exact:
+        records, dropped = curate.exact_dedup(records)
+        steps["exact_dedup"] = ledger.reject_records(dropped)
+    if data.dedup.near:
+        records, dropped = curate.near_dedup(records, data.dedup, seed=data.seed)
+        steps["near_dedup"] = ledger.reject_records(dropped)
+    records, dropped = curate.quality_filter(records, data.quality)
+    steps["quality"] = ledger.reject_records(dropped)
+
+    train, evals = (records, eval_records) if eval_records is not None else split(records, data)
+    if data.decontam.enabled:
+        train, dropped = decontaminate(train, evals, data)
+        steps["decontam"] = ledger.reject_records(dropped)
+    audit = audit_pii(train + evals, data.pii)
+    if data.pii == "drop":
+        flagged = {id(r) for r in audit["records"]}
+        steps["pii"] = ledger.reject_records(
+            (r, Rejection("pii", f"contains {', '.join(audit['kinds_by_record'][id(r)])}")) for r in train + evals if id(r) in flagged
+        )
+        train = [r for r in train if id(r) not in flagged]
+        evals = [r for r in evals if id(r) not in flagged]
+
+    stats = reconcile(ledger, train, evals, steps, data)
+    stats["pii"] = {k: v for k, v in audit.items() if k not in ("records", "kinds_by_record")}
+    outputs = write_outputs(run_dir, train, evals, ledger.rejected)
+    write_card(run_dir, config, stats, train, evals, ledger.rejected)
+    runs.write_json_atomic(run_dir / "stats.json", stats)
+    inputs = {f"source{i}": Path(s.path) for i, s in enumerate(data.sources)}
+    if data.eval_file:
+        inputs[EVAL_SOURCE] = Path(data.eval_file)
+    runs.write_lineage(run_dir, config, inputs, outputs)
+    return run_dir
+
+
+def load_source(source: Source, data: DataConfig, spec: SpecConfig, ledger: Ledger) -> list[Record]:
+    """Read, convert, validate and normalise one source's rows; rejected rows go to the ledger."""
+    records: list[Record] = []
+    convert: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+    fmt = source.format
+    if fmt == "columns":
+        convert = from_columns(source.columns)
+    elif fmt != "auto":
+        convert = CONVERTERS[fmt]
+    for raw in read_rows(source.path):
+        ledger.rows_in[source.path] += 1
+        if convert is None and raw.fields is not None:
+            fmt = detect_format(raw.fields) or "auto"
+            convert = CONVERTERS.get(fmt)
+        try:
+            record = to_record(raw, convert, fmt, data, spec)
+        except Rejection as rejection:
+            ledger.reject(source.path, raw.location, rejection, raw.fields)
+            continue
+        records.append(record)
+    if source.max_rows is not None and len(records) > source.max_rows:
+        rng = random.Random(data.seed)
+        keep = set(rng.sample(range(len(records)), source.max_rows))
+        cap = Rejection("not_sampled", f"source capped at max_rows={source.max_rows} (seeded sample)")
+        ledger.reject_records((r, cap) for i, r in enumerate(records) if i not in keep)
+        records = [r for i, r in enumerate(records) if i in keep]
+    return records
+
+
+def to_record(raw: RawRow, convert: Callable | None, fmt: str, data: DataConfig, spec: SpecConfig) -> Record:
+    """One raw row as a validated, normalised canonical record, or a Rejection."""
+    if raw.error is not None:
+        raise raw.error
+    assert raw.fields is not None
+    if convert is None:
+        fields = ", ".join(sorted(raw.fields)) or "none"
+        raise Rejection("unknown_format", f"fields ({fields}) match no known format; set the source's format or columns")
+    messages = convert(raw.fields)
+    size = sum(len(m["content"]) for m in messages)
+    if size > data.max_chars:
+        raise Rejection("too_long", f"{size} characters of text, more than data.max_chars={data.max_chars}")
+    meta = dict(raw.fields["meta"]) if isinstance(raw.fields.get("meta"), dict) else {}
+    for key in ("type", "category", "task"):
+        if isinstance(raw.fields.get(key), str):
+            meta.setdefault(key, raw.fields[key])
+    meta.update(source=raw.source, row=raw.location, format=fmt)
+    record = curate.normalize({"messages": messages, "meta": meta})
+    if data.check_spec:
+        check_against_spec(record, spec)
+    return record
+
+
+def check_against_spec(record: Record, spec: SpecConfig) -> None:
+    """Reject a record whose final response fails one of the spec's constraints."""
+    response = record["messages"][-1]["content"]
+    for constraint in spec.constraints:
+        if not constraint.check(response):
+            raise Rejection("spec_violation", f"the response fails the spec's constraint {constraint.label}")
+
+
+def split(records: list[Record], data: DataConfig) -> tuple[list[Record], list[Record]]:
+    """A seeded train/eval split; with `stratify_by`, each value of that meta field is split alike."""
+    groups: dict[Any, list[Record]] = defaultdict(list)
+    for record in records:
+        groups[record["meta"].get(data.stratify_by) if data.stratify_by else None].append(record)
+    rng = random.Random(data.seed)
+    train, evals = [], []
+    for key in sorted(groups, key=str):
+        group = groups[key]
+        rng.shuffle(group)
+        n_eval = round(len(group) * data.eval_fraction)
+        if data.eval_fraction > 0 and n_eval == 0 and len(group) > 1:
+            n_eval = 1  # every stratum is represented in eval
+        evals += group[:n_eval]
+        train += group[n_eval:]
+    return train, evals
+
+
+def decontaminate(train: list[Record], evals: list[Record], data: DataConfig) -> tuple[list[Record], list[tuple[Record, Rejection]]]:
+    """Drop training records whose prompts overlap the eval split or a benchmark in decontam.targets."""
+    index = decontam.EvalIndex(data.decontam.ngram)
+    for record in evals:
+        index.add(prompt_text(record), f"the eval split ({curate.where(record)})")
+    for target in data.decontam.targets:
+        for prompt, label in decontam.target_prompts(Path(target)):
+            index.add(prompt, label)
+    kept, dropped = [], []
+    for record in train:
+        problem = decontam.check(record, index)
+        if problem:
+            dropped.append((record, problem))
+        else:
+            kept.append(record)
+    return kept, dropped
+
+
+def audit_pii(records: list[Record], action: str) -> dict[str, Any]:
+    """PII findings over records; with action 'redact' the records' contents are redacted in place."""
+    from adhere.data import audit
+
+    result = audit.audit_records(records)
+    flagged, kinds_by_record, listed = [], {}, []
+    for index, findings in result.findings.items():
+        record = records[index]
+        kinds = sorted({f.kind for f in findings})
+        kinds_by_record[id(record)] = kinds
+        flagged.append(record)
+        listed.append({"where": curate.where(record), "kinds": kinds})
+        if action == "redact":
+            record["messages"] = audit.redact_record(record, findings)["messages"]
+            record["meta"]["redacted"] = kinds
+    return {
+        "action": action,
+        "flagged_rows": len(flagged),
+        "totals": result.totals,
+        "flagged": listed,
+        "demographics": result.demographics,
+        "records": flagged,
+        "kinds_by_record": kinds_by_record,
+    }
+
+
+def reconcile(ledger: Ledger, train: list[Record], evals: list[Record], steps: dict[str, int], data: DataConfig) -> dict[str, Any]:
+    """Per-source and total counts; raises if any row is unaccounted for (a bug, not bad input)."""
+    kept: Counter[str] = Counter(r["meta"]["source"] for r in train + evals)
+    sources = {}
+    for path, rows_in in ledger.rows_in.items():
+        rejected = ledger.by_source[path]
+        sources[path] = {"rows_in": rows_in, "kept": kept[path], "rejected": sum(rejected.values()), "by_rule": dict(rejected)}
+        if rows_in != kept[path] + sum(rejected.values()):
+            raise AssertionError(f"{path}: {rows_in} rows in but {kept[path]} kept + {sum(rejected.values())} rejected")
+    by_rule: Counter[str] = Counter(r["rule"] for r in ledger.rejected)
+    return {
+        "rows_in": sum(ledger.rows_in.values()),
+        "kept": len(train) + len(evals),
+        "rejected": len(ledger.rejected),
+        "train": len(train),
+        "eval": len(evals),
+        "rejected_by_rule": dict(by_rule.most_common()),
+        "curation_dropped": steps,
+        "sources": sources,
+        "eval_from": "eval_file" if data.eval_file else f"split ({data.eval_fraction:.0%}, seed {data.seed})",
+    }
