@@ -94,6 +94,20 @@ def test_help_lists_only_working_commands_each_with_help() -> None:
     from adhere.cli import app
 
     group = typer.main.get_command(app)
-    assert set(group.commands) == {"init", "config", "spec", "doctor"}
+    assert set(group.commands) == {"init", "config", "spec", "data", "doctor"}
     result = subprocess.run([sys.executable, "-m", "adhere", "config", "check", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--set" in result.stdout and "resolved config" in result.stdout
+
+
+def test_data_summary_and_strict(tmp_path: Path, capsys, monkeypatch) -> None:
+    rows = [
+        {"instruction": "Name the largest planet of the solar system.", "output": "Jupiter is the largest planet."},
+        {"instruction": "Name the smallest planet of the solar system.", "output": ""},
+    ]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = tmp_path / "adhere.yaml"
+    path.write_text("name: p\ndata:\n  eval_fraction: 0\n  sources: [{path: d.jsonl}]\n")
+    code, out, _ = run_cli(capsys, monkeypatch, "data", str(path))
+    assert code == 0 and "2 rows in: 1 train, 0 eval, 1 rejected" in out and "empty_response" in out
+    code, _, _ = run_cli(capsys, monkeypatch, "data", str(path), "--strict")
+    assert code == 1
