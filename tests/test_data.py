@@ -269,3 +269,16 @@ def test_rejection_is_an_exception_with_rule_and_reason() -> None:
     with pytest.raises(Rejection) as info:
         from_alpaca({"output": "x"})
     assert (info.value.rule, info.value.reason) == ("missing_field", "missing field 'instruction'")
+
+
+def test_semantic_duplicates_with_the_packaged_embedding_model(tmp_path: Path) -> None:
+    rows = alpaca_rows(6) + [
+        {"instruction": "How do I reverse a list in Python?", "output": "Call reversed(items) or use items[::-1]."},
+        {"instruction": "What is the way to reverse a Python list?", "output": "Use items[::-1] or call reversed(items)."},
+    ]
+    write_jsonl(tmp_path / "s.jsonl", rows)
+    path = project(tmp_path, "  eval_fraction: 0\n  sources: [{path: s.jsonl}]\n  dedup: {semantic: true, semantic_threshold: 0.9}\n")
+    stats, run_dir = run_data(path)
+    (rejected,) = read_jsonl(run_dir / "rejected.jsonl")
+    assert rejected["rule"] == "semantic_duplicate" and rejected["location"] == "line 8" and "s.jsonl line 7" in rejected["reason"]
+    assert stats["curation_dropped"]["semantic_dedup"] == 1

@@ -78,6 +78,11 @@ def run(config: ProjectConfig) -> Path:
     if data.dedup.near:
         records, dropped = curate.near_dedup(records, data.dedup, seed=data.seed)
         steps["near_dedup"] = ledger.reject_records(dropped)
+    if data.dedup.semantic:
+        from adhere.data.semantic import semantic_dedup
+
+        records, dropped = semantic_dedup(records, data.dedup.semantic_threshold)
+        steps["semantic_dedup"] = ledger.reject_records(dropped)
     records, dropped = curate.quality_filter(records, data.quality)
     steps["quality"] = ledger.reject_records(dropped)
 
