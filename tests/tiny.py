@@ -6,6 +6,7 @@ special tokens of a chat family, and a 2-layer Llama with hidden size 32.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,113 @@ def save_tiny_model(folder: Path, chat_template: str | None = CHATML, seed: int 
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# --- Chat-template families, for the loss-mask golden tests -------------------
+# Each family is (special tokens, bos, eos, pad, chat template). The templates are
+# faithful copies of the real ones, trimmed of tool calling and multimodal content.
+
+# SmolLM2-Instruct's ChatML: injects a default system prompt when the first message is not system.
+SMOLLM2_CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Llama-3.1-Instruct: always writes a system header with a knowledge/today date, trims content.
+# `date_string` is fixed (the real template falls back to "26 Jul 2024" too) so goldens stay stable.
+LLAMA3 = (
+    "{{- bos_token }}"
+    "{%- if not date_string is defined %}{%- set date_string = '26 Jul 2024' %}{%- endif %}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_message = messages[0]['content']|trim %}{%- set messages = messages[1:] %}"
+    "{%- else %}{%- set system_message = '' %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\n\n' }}"
+    "{{- 'Cutting Knowledge Date: December 2023\n' }}"
+    "{{- 'Today Date: ' + date_string + '\n\n' }}"
+    "{{- system_message }}{{- '<|eot_id|>' }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    "{{- message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
+)
+# Gemma-3-it: no system role (its text is folded into the first user turn), assistant is "model".
+GEMMA = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}"
+    "{%- if message['role'] == 'assistant' -%}{%- set role = 'model' -%}"
+    "{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+# The regex Llama 3's tokenizer.json splits with before byte-level BPE (newline runs stay whole).
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+FAMILIES: dict[str, dict[str, Any]] = {
+    "chatml": {
+        "specials": ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+        "bos": "<|im_start|>", "eos": "<|im_end|>", "pad": "<|endoftext|>", "template": SMOLLM2_CHATML,
+    },
+    "llama3": {
+        "specials": ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+        "bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "pad": "<|end_of_text|>", "template": LLAMA3,
+    },
+    "gemma": {
+        "specials": ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"),
+        "bos": "<bos>", "eos": "<eos>", "pad": "<pad>", "template": GEMMA,
+    },
+}
+CHAT_CORPUS = CORPUS + (
+    "Hello! How can I help you today?\n\nThe answer is 4.",
+    "What is the capital of France? Paris is the capital.",
+    "user assistant model system\n\nYou are terse.",
+)
+
+
+def build_family_tokenizer(family: str, vocab_size: int = 500) -> Any:
+    """A tiny BPE tokenizer with the special tokens, pre-tokenizer style and chat template of a family.
+
+    chatml: GPT-2 byte-level (as SmolLM2); llama3: Llama 3's split regex, then byte level;
+    gemma: SentencePiece-style ("▁" marks a space and starts a piece; a newline may merge with a word).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    spec = FAMILIES[family]
+    if family == "gemma":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
+        tok.decoder = decoders.Metaspace(prepend_scheme="never")
+        alphabet = sorted(set(string.printable.replace(" ", "▁")))
+    else:
+        tok = Tokenizer(models.BPE())
+        if family == "llama3":
+            tok.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ])
+        else:
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(spec["specials"]), initial_alphabet=alphabet, show_progress=False
+    )
+    tok.train_from_iterator(list(CHAT_CORPUS) * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=spec["bos"],
+        eos_token=spec["eos"],
+        pad_token=spec["pad"],
+        chat_template=spec["template"],
+    )
