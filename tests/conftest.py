@@ -64,3 +64,11 @@ def _no_network() -> object:
     patch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
     yield
     patch.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """A tiny random Llama with a ChatML tokenizer, saved as a Hugging Face folder."""
+    from tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

@@ -44,9 +44,18 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     return path
 
 
-def project(tmp_path: Path, data_yaml: str, spec_yaml: str = "") -> Path:
+@pytest.fixture(autouse=True)
+def _tiny_model(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADHERE_TEST_MODEL", str(tiny_dir))
+
+
+def project(tmp_path: Path, data_yaml: str, spec_yaml: str = "", max_length: int = 256) -> Path:
+    """A project file whose model is the tiny test model (token checks render with its ChatML template)."""
+    import os
+
     path = tmp_path / "adhere.yaml"
-    path.write_text(f"name: p\n{spec_yaml}data:\n{data_yaml}")
+    model = f"model: {{base: {os.environ['ADHERE_TEST_MODEL']}}}\ntrain: {{max_length: {max_length}}}\n"
+    path.write_text(f"name: p\n{model}{spec_yaml}data:\n{data_yaml}")
     return path
 
 
@@ -218,7 +227,7 @@ def test_exact_and_near_duplicates_name_the_kept_row(tmp_path: Path) -> None:
     rejected = {r["location"]: r for r in read_jsonl(run_dir / "rejected.jsonl")}
     assert rejected["line 21"]["rule"] == "exact_duplicate" and "d.jsonl line 4" in rejected["line 21"]["reason"]
     assert rejected["line 22"]["rule"] == "near_duplicate" and "d.jsonl line 6" in rejected["line 22"]["reason"]
-    assert stats["curation_dropped"] == {"exact_dedup": 1, "near_dedup": 1, "quality": 0, "decontam": 0}
+    assert stats["curation_dropped"] == {"exact_dedup": 1, "near_dedup": 1, "quality": 0, "tokens": 0, "decontam": 0}
 
 
 def test_quality_heuristics(tmp_path: Path) -> None:
@@ -282,3 +291,19 @@ def test_semantic_duplicates_with_the_packaged_embedding_model(tmp_path: Path) -
     (rejected,) = read_jsonl(run_dir / "rejected.jsonl")
     assert rejected["rule"] == "semantic_duplicate" and rejected["location"] == "line 8" and "s.jsonl line 7" in rejected["reason"]
     assert stats["curation_dropped"]["semantic_dedup"] == 1
+
+
+def test_token_checks_use_the_training_chat_template(tmp_path: Path) -> None:
+    from adhere.models.masking import render
+    from tiny import build_tiny_tokenizer
+
+    rows = alpaca_rows(3) + [{"instruction": "Tell a very long story about rivers please.", "output": "river " * 400}]
+    write_jsonl(tmp_path / "t.jsonl", rows)
+    stats, run_dir = run_data(project(tmp_path, "  eval_fraction: 0\n  quality: {enabled: false}\n  sources: [{path: t.jsonl}]\n", max_length=400))
+    (rejected,) = read_jsonl(run_dir / "rejected.jsonl")
+    assert rejected["rule"] == "too_many_tokens" and "more than train.max_length=400" in rejected["reason"]
+    kept = read_jsonl(run_dir / "train.jsonl")
+    tokenizer = build_tiny_tokenizer()
+    for record in kept:  # the counts in meta are exactly what training will see
+        rendered = render(tokenizer, record["messages"])
+        assert record["meta"]["tokens"] == len(rendered.input_ids) and record["meta"]["trained_tokens"] == rendered.trained_tokens

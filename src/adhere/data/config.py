@@ -109,6 +109,8 @@ class DataConfig(Section):
     """Seed for sampling and the split."""
     max_chars: PositiveInt = 100_000
     """Rows whose text is longer are rejected before anything else looks at them."""
+    token_checks: bool = True
+    """Render every example with the model's chat template; reject those over train.max_length tokens or with none to train."""
     check_spec: bool = True
     """Reject reference responses that fail the spec's constraints (e.g. JSON that breaks the schema)."""
     pii: Literal["flag", "redact", "drop"] = "flag"

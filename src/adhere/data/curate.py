@@ -137,3 +137,30 @@ def quality_filter(records: list[Record], cfg: QualityConfig) -> tuple[list[Reco
         else:
             kept.append(record)
     return kept, dropped
+
+
+def token_filter(records: list[Record], tokenizer: Any, max_length: int, model_name: str) -> tuple[list[Record], Dropped]:
+    """Drop records too long for training or with nothing to train; note token counts in meta.
+
+    Rendering uses the same function as training (`models.masking.render`), so a
+    kept record is one the trainer will use as it is, never silently truncated.
+    """
+    from adhere.models.masking import MaskError, render
+
+    kept, dropped = [], []
+    for record in records:
+        try:
+            rendered = render(tokenizer, record["messages"])
+        except MaskError as exc:
+            dropped.append((record, Rejection("template_error", str(exc))))
+            continue
+        tokens = len(rendered.input_ids)
+        if tokens > max_length:
+            reason = f"{tokens} tokens under {model_name}'s chat template, more than train.max_length={max_length}"
+            dropped.append((record, Rejection("too_many_tokens", reason)))
+        elif rendered.trained_tokens == 0:
+            dropped.append((record, Rejection("no_trained_tokens", "no token would be trained after loss masking")))
+        else:
+            record["meta"].update(tokens=tokens, trained_tokens=rendered.trained_tokens)
+            kept.append(record)
+    return kept, dropped

@@ -85,6 +85,16 @@ def run(config: ProjectConfig) -> Path:
         steps["semantic_dedup"] = ledger.reject_records(dropped)
     records, dropped = curate.quality_filter(records, data.quality)
     steps["quality"] = ledger.reject_records(dropped)
+    if data.token_checks:
+        from adhere.models import load_tokenizer
+
+        tokenizer = load_tokenizer(config.model)
+        max_length = config.train.max_length
+        records, dropped = curate.token_filter(records, tokenizer, max_length, config.model.base)
+        steps["tokens"] = ledger.reject_records(dropped)
+        if eval_records is not None:
+            eval_records, dropped = curate.token_filter(eval_records, tokenizer, max_length, config.model.base)
+            ledger.reject_records(dropped)
 
     train, evals = (records, eval_records) if eval_records is not None else split(records, data)
     if data.decontam.enabled:

@@ -79,33 +79,44 @@ def load_model(cfg: ModelConfig, *, device: str | None = None) -> LoadedModel:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.dtype)
     if dtype is None:  # auto: bf16 halves memory on GPUs with native support; fp32 keeps CPU inference exact
         dtype = torch.bfloat16 if device.startswith("cuda") and hardware.bf16_available(device) else torch.float32
-
-    if resolved.kind == "embedded":
-        from adhere.models.embedded import ensure_embedded_model
-
-        source, kwargs = str(ensure_embedded_model()), {}
-    elif resolved.kind == "gguf":
-        assert resolved.path is not None
-        source, kwargs = str(resolved.path.parent), {"gguf_file": resolved.path.name}
-    elif resolved.kind == "folder":
-        assert resolved.path is not None
-        _require_safetensors(resolved.path)
-        source, kwargs = str(resolved.path), {}
-    else:
-        source, kwargs = cfg.base, {"revision": cfg.revision, "local_files_only": _hub_offline(cfg)}
-
-    tokenizer, model = _from_pretrained(cfg, source, kwargs, dtype)
-    _ensure_chat_template(tokenizer, cfg)
-    if tokenizer.pad_token is None:
-        # Batched generation pads on the left; the pad token's id never reaches the
-        # loss (labels use IGNORE_INDEX), so reusing end-of-sequence is safe.
-        tokenizer.pad_token = tokenizer.eos_token
+    source, kwargs = _source(cfg, resolved)
+    tokenizer = load_tokenizer(cfg, resolved=resolved)
+    model = _from_pretrained(cfg, source, kwargs, dtype)
     model.to(device)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, resolved=resolved, source=source)
 
 
-def _from_pretrained(cfg: ModelConfig, source: str, kwargs: dict[str, Any], dtype: Any) -> tuple[Any, Any]:
+def load_tokenizer(cfg: ModelConfig, *, resolved: ResolvedModel | None = None) -> Any:
+    """The configured model's tokenizer with its chat template (from `model.chat_template` if set) and a pad token."""
+    resolved = resolved or resolve(cfg)
+    source, kwargs = _source(cfg, resolved)
+    tokenizer = _from_pretrained(cfg, source, kwargs, None)
+    _ensure_chat_template(tokenizer, cfg)
+    if tokenizer.pad_token is None:
+        # Batched generation pads on the left; the pad token's id never reaches the
+        # loss (labels use IGNORE_INDEX), so reusing end-of-sequence is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _source(cfg: ModelConfig, resolved: ResolvedModel) -> tuple[str, dict[str, Any]]:
+    """The path or id to pass to from_pretrained, and the extra arguments its kind needs."""
+    if resolved.kind == "embedded":
+        from adhere.models.embedded import ensure_embedded_model
+
+        return str(ensure_embedded_model()), {}
+    assert resolved.kind == "hub" or resolved.path is not None
+    if resolved.kind == "gguf":
+        return str(resolved.path.parent), {"gguf_file": resolved.path.name}  # type: ignore[union-attr]
+    if resolved.kind == "folder":
+        _require_safetensors(resolved.path)  # type: ignore[arg-type]
+        return str(resolved.path), {}
+    return cfg.base, {"revision": cfg.revision, "local_files_only": _hub_offline(cfg)}
+
+
+def _from_pretrained(cfg: ModelConfig, source: str, kwargs: dict[str, Any], dtype: Any) -> Any:
+    """The model (or, with dtype None, the tokenizer), with errors a user can act on."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -113,9 +124,10 @@ def _from_pretrained(cfg: ModelConfig, source: str, kwargs: dict[str, Any], dtyp
     # A per-tensor "Loading weights" bar for a load of a few seconds is noise in every command's output.
     hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        if dtype is None:
+            return AutoTokenizer.from_pretrained(source, **common)
         safetensors_only = None if "gguf_file" in kwargs else True  # a .gguf is its own format
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=safetensors_only, **common)
+        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=safetensors_only, **common)
     except OSError as exc:
         if common.get("local_files_only"):
             raise UserError(_not_cached_message(cfg)) from None
@@ -129,7 +141,6 @@ def _from_pretrained(cfg: ModelConfig, source: str, kwargs: dict[str, Any], dtyp
         raise
     finally:
         hf_logging.enable_progress_bar()
-    return tokenizer, model
 
 
 def _hub_offline(cfg: ModelConfig) -> bool:
