@@ -111,3 +111,20 @@ def test_data_summary_and_strict(tmp_path: Path, capsys, monkeypatch) -> None:
     assert code == 0 and "2 rows in: 1 train, 0 eval, 1 rejected" in out and "empty_response" in out
     code, _, _ = run_cli(capsys, monkeypatch, "data", str(path), "--strict")
     assert code == 1
+
+
+def test_data_inspect_marks_trained_tokens(tmp_path: Path, tiny_dir: Path, capsys, monkeypatch) -> None:
+    rows = [{"instruction": "Name the largest planet.", "output": "Jupiter is the largest planet."}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = tmp_path / "adhere.yaml"
+    path.write_text(f"name: p\nmodel: {{base: {tiny_dir}}}\ndata:\n  sources: [{{path: d.jsonl}}]\n")
+    code, out, _ = run_cli(capsys, monkeypatch, "data", "inspect", str(path), "--plain")
+    assert code == 0
+    assert out.startswith(f"{tmp_path / 'd.jsonl'} line 1: ")
+    assert "<|im_start|>assistant↵\n[[Jupiter is the largest planet.<|im_end|>]]↵" in out
+    # After curation, inspect shows the curated training file.
+    assert run_cli(capsys, monkeypatch, "data", str(path), "--set", "data.eval_fraction=0")[0] == 0
+    code, out, _ = run_cli(capsys, monkeypatch, "data", "inspect", str(path), "--plain", "--n", "1")
+    assert code == 0 and "[[Jupiter is the largest planet.<|im_end|>]]" in out
+    code, _, err = run_cli(capsys, monkeypatch, "data", "inspect")
+    assert code == 2 and "usage: adhere data inspect" in err

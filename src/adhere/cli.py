@@ -130,16 +130,26 @@ def spec(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(no_args_is_help=True)
 def data(
-    path: ConfigPath,
+    target: Annotated[str, typer.Argument(help="adhere.yaml to curate, or 'inspect'.", show_default=False)],
+    inspect_path: Annotated[Optional[Path], typer.Argument(help="With 'inspect': adhere.yaml.", show_default=False)] = None,
     overrides: Overrides = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit with code 1 if any row is rejected.")] = False,
+    n: Annotated[int, typer.Option("--n", help="inspect: how many examples to show.")] = 3,
+    plain: Annotated[bool, typer.Option("--plain", help="inspect: mark trained tokens with [[ ]] instead of color.")] = False,
 ) -> None:
-    """Step 2: validate and curate data.sources into workdir/data/ (train, eval, rejected, stats, card)."""
+    """Step 2: curate data.sources into workdir/data/; or `adhere data inspect adhere.yaml` to see which tokens train."""
+    if target == "inspect":
+        if inspect_path is None:
+            raise UserError("usage: adhere data inspect adhere.yaml [--n 3] [--plain]")
+        _inspect(inspect_path, overrides, n, plain)
+        return
+    if inspect_path is not None:
+        raise UserError(f"unexpected argument {str(inspect_path)!r}: use `adhere data adhere.yaml` or `adhere data inspect adhere.yaml`")
     import adhere.data
 
-    config = _load(path, overrides)
+    config = _load(Path(target), overrides)
     run_dir = adhere.data.run(config)
     stats = json.loads((run_dir / "stats.json").read_text())
     out.print(
@@ -157,6 +167,20 @@ def data(
     out.print(f"Wrote {run_dir}/: train.jsonl, eval.jsonl, rejected.jsonl, stats.json, card.md")
     if strict and stats["rejected"]:
         raise typer.Exit(1)
+
+
+def _inspect(path: Path, overrides: list[str] | None, n: int, plain: bool) -> None:
+    from adhere.data.inspect import inspect
+
+    config = _load(path, overrides)
+    for block in inspect(config, n, color=not plain):
+        head, _, body = block.partition("\n")
+        out.print(f"[bold]{escape(head)}[/]")
+        if plain:
+            out.print(body, markup=False, highlight=False)
+        else:
+            out.print(body, highlight=False)
+        out.print()
 
 
 def _read_text(path: Path) -> str:

@@ -1,0 +1,65 @@
+"""See exactly which tokens train: records rendered with the model's chat template, trained tokens marked.
+
+    adhere data inspect adhere.yaml --n 3          # colored in the terminal
+    adhere data inspect adhere.yaml --n 3 --plain  # trained runs in [[...]]
+
+Uses `models.masking.render`, the function training uses, on the curated
+`workdir/data/train.jsonl`, or on the first source's rows before `adhere data`
+has run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from adhere.errors import UserError
+
+if TYPE_CHECKING:
+    from adhere.config import ProjectConfig
+
+
+def sample_records(config: ProjectConfig, n: int) -> tuple[list[dict[str, Any]], str]:
+    """The first `n` curated training records, or, before curation, the first `n` valid source rows."""
+    curated = config.stage_dir("data") / "train.jsonl"
+    if curated.is_file():
+        with curated.open(encoding="utf-8") as handle:
+            return [json.loads(line) for _, line in zip(range(n), handle)], str(curated)
+    if not config.data.sources:
+        raise UserError("nothing to inspect: data.sources is empty and there is no workdir/data/train.jsonl")
+    from adhere.data.formats import CONVERTERS, detect_format, from_columns
+    from adhere.data.records import Rejection
+    from adhere.data.sources import read_rows
+
+    source = config.data.sources[0]
+    records = []
+    for raw in read_rows(source.path):
+        if raw.fields is None:
+            continue
+        fmt = source.format if source.format != "auto" else detect_format(raw.fields)
+        convert = from_columns(source.columns) if fmt == "columns" else CONVERTERS.get(fmt or "")
+        try:
+            messages = convert(raw.fields) if convert else None
+        except Rejection:
+            continue
+        if messages:
+            records.append({"messages": messages, "meta": {"source": raw.source, "row": raw.location}})
+        if len(records) == n:
+            break
+    return records, f"{source.path} (not curated yet)"
+
+
+def inspect(config: ProjectConfig, n: int, color: bool) -> list[str]:
+    """One block of text per record: where it is from, its token counts, and the marked rendering."""
+    from adhere.models import load_tokenizer
+    from adhere.models.masking import format_mask, render
+
+    records, origin = sample_records(config, n)
+    tokenizer = load_tokenizer(config.model)
+    blocks = []
+    for record in records:
+        rendered = render(tokenizer, record["messages"], max_length=config.train.max_length)
+        meta = record.get("meta", {})
+        head = f"{meta.get('source', origin)} {meta.get('row', '')}: {len(rendered.input_ids)} tokens, {rendered.trained_tokens} trained"
+        blocks.append(head.strip() + "\n" + format_mask(tokenizer, rendered, color=color))
+    return blocks
