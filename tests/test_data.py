@@ -307,3 +307,23 @@ def test_token_checks_use_the_training_chat_template(tmp_path: Path) -> None:
     for record in kept:  # the counts in meta are exactly what training will see
         rendered = render(tokenizer, record["messages"])
         assert record["meta"]["tokens"] == len(rendered.input_ids) and record["meta"]["trained_tokens"] == rendered.trained_tokens
+
+
+@pytest.mark.parametrize("action", ["flag", "redact", "drop"])
+def test_pii_is_flagged_redacted_or_dropped(tmp_path: Path, action: str) -> None:
+    rows = alpaca_rows(5) + [
+        {"instruction": "Draft a reply to the customer about the late parcel.", "output": "Dear Ana, write to ana.silva@example.com and we will help."},
+        {"instruction": "Store the deployment credentials in the settings file.", "output": "AWS_KEY = 'AKIAIOSFODNN7EXAMPLE' goes in settings.py"},
+    ]
+    write_jsonl(tmp_path / "p.jsonl", rows)
+    stats, run_dir = run_data(project(tmp_path, f"  eval_fraction: 0\n  pii: {action}\n  sources: [{{path: p.jsonl}}]\n"))
+    assert stats["pii"]["flagged_rows"] == 2 and stats["pii"]["totals"] == {"email": 1, "secret": 1}
+    assert [f["where"] for f in stats["pii"]["flagged"]] == ["p.jsonl line 6", "p.jsonl line 7"]
+    train = (run_dir / "train.jsonl").read_text()
+    if action == "flag":
+        assert "ana.silva@example.com" in train and stats["kept"] == 7
+    elif action == "redact":
+        assert "ana.silva@example.com" not in train and "[EMAIL]" in train and "[SECRET]" in train and stats["kept"] == 7
+    else:
+        assert stats["kept"] == 5 and stats["rejected_by_rule"] == {"pii": 2}
+    assert "p.jsonl line 6 | email" in (run_dir / "card.md").read_text()

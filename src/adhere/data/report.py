@@ -65,10 +65,15 @@ def diversity(records: list[Record]) -> dict[str, Any]:
     }
 
 
-def _lengths(records: list[Record]) -> tuple[list[int], list[int]]:
+def _lengths(records: list[Record]) -> tuple[list[int], list[int], str]:
+    """Prompt and response lengths: in tokens when the token checks counted them, else in words."""
+    if all("tokens" in r["meta"] for r in records):
+        prompts = [r["meta"]["tokens"] - r["meta"]["trained_tokens"] for r in records]
+        return prompts, [r["meta"]["trained_tokens"] for r in records], "tokens"
     return (
         [len(WORD.findall(prompt_text(r))) for r in records],
         [len(WORD.findall(response_text(r))) for r in records],
+        "words",
     )
 
 
@@ -80,12 +85,13 @@ def _plot_lengths(run_dir: Path, records: list[Record]) -> str | None:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    prompts, responses = _lengths(records)
+    prompts, responses, unit = _lengths(records)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, values, title in ((axes[0], prompts, "instruction length"), (axes[1], responses, "response length")):
-        ax.hist(values, bins=30, color="#4C72B0")
+    titles = ("prompt (with chat template, not trained)", "response (trained)") if unit == "tokens" else ("instruction", "response")
+    for ax, values, title in ((axes[0], prompts, titles[0]), (axes[1], responses, titles[1])):
+        ax.hist(values, bins=min(30, max(values) - min(values) + 1), color="#4C72B0")
         ax.set_title(title)
-        ax.set_xlabel("words")
+        ax.set_xlabel(unit)
         ax.set_ylabel("examples")
     fig.tight_layout()
     name = "lengths.png"
@@ -173,8 +179,12 @@ def _pii_section(pii: dict[str, Any]) -> list[str]:
         out += ["", _table(["row", "kinds"], [[f["where"], ", ".join(f["kinds"])] for f in pii["flagged"][:50]])]
         if len(pii["flagged"]) > 50:
             out += ["", f"... and {len(pii['flagged']) - 50} more (stats.json lists them all)."]
-    for axis, report in (pii.get("demographics") or {}).get("axes", {}).items():
-        counts = ", ".join(f"{g}: {n}" for g, n in report.get("counts", {}).items())
-        line = f"- {axis}: {counts}; total variation from uniform {report.get('tv_distance', 0):.2f}"
-        out += ["", line + (f" — **{report['warning']}**" if report.get("warning") else "")]
+    rows = []
+    for axis, report in pii["demographics"].items():
+        counts = ", ".join(f"{g} {n}" for g, n in report["counts"].items())
+        tv = "n/a" if report["tv_from_uniform"] is None else f"{report['tv_from_uniform']:.2f}"
+        rows.append([axis, counts, tv, report["warning"] or ""])
+    if rows:
+        out += ["", "Demographic terms (whole words); total variation from a uniform mix, 0 = balanced:", ""]
+        out += [_table(["axis", "mentions", "TV", "warning"], rows)]
     return out + [""]

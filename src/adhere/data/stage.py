@@ -223,21 +223,21 @@ def audit_pii(records: list[Record], action: str) -> dict[str, Any]:
 
     result = audit.audit_records(records)
     flagged, kinds_by_record, listed = [], {}, []
-    for index, findings in result.findings.items():
+    for index, by_message in result.findings.items():
         record = records[index]
-        kinds = sorted({f.kind for f in findings})
+        kinds = sorted({f.kind for found in by_message.values() for f in found})
         kinds_by_record[id(record)] = kinds
         flagged.append(record)
         listed.append({"where": curate.where(record), "kinds": kinds})
         if action == "redact":
-            record["messages"] = audit.redact_record(record, findings)["messages"]
+            record["messages"] = audit.redact_record(record, by_message)["messages"]
             record["meta"]["redacted"] = kinds
     return {
         "action": action,
         "flagged_rows": len(flagged),
-        "totals": result.totals,
+        "totals": {kind: n for kind, n in result.totals.items() if n},
         "flagged": listed,
-        "demographics": result.demographics,
+        "demographics": result.balance,
         "records": flagged,
         "kinds_by_record": kinds_by_record,
     }
