@@ -80,11 +80,7 @@ def _lengths(records: list[Record]) -> tuple[list[int], list[int], str]:
 def _plot_lengths(run_dir: Path, records: list[Record]) -> str | None:
     if not records:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     prompts, responses, unit = _lengths(records)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     titles = ("prompt (with chat template, not trained)", "response (trained)") if unit == "tokens" else ("instruction", "response")
@@ -93,32 +89,37 @@ def _plot_lengths(run_dir: Path, records: list[Record]) -> str | None:
         ax.set_title(title)
         ax.set_xlabel(unit)
         ax.set_ylabel("examples")
-    fig.tight_layout()
-    name = "lengths.png"
-    fig.savefig(run_dir / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(fig, run_dir / "lengths.png")
 
 
 def _plot_lead_words(run_dir: Path, stats: dict[str, Any]) -> str | None:
     words = stats["lead_words"]
     if not words:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     items = list(words.items())[:15][::-1]
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
     ax.barh([w or "(none)" for w, _ in items], [n for _, n in items], color="#55A868")
     ax.set_title("lead words of instructions")
     ax.set_xlabel("examples")
+    return _save(fig, run_dir / "lead_words.png")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> str:
+    """Save a figure beside card.md; returns the name the card links."""
     fig.tight_layout()
-    name = "lead_words.png"
-    fig.savefig(run_dir / name, dpi=110)
-    plt.close(fig)
-    return name
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path.name
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -152,7 +153,12 @@ def write_card(
             [[rule, n, f"{Path(examples[rule]['source']).name} {examples[rule]['location']}: {examples[rule]['reason']}"]
              for rule, n in stats["rejected_by_rule"].items()],
         ), ""]
-    out += ["## Curation", "", _table(["step", "dropped"], [[k, v] for k, v in stats["curation_dropped"].items()]), ""]
+    seconds = stats["seconds"]
+    out += ["## Curation", "", _table(
+        ["step", "dropped", "seconds"],
+        [["load and validate", stats["rejected"] - sum(stats["curation_dropped"].values()), seconds.get("load_and_validate", "")]]
+        + [[k, v, seconds.get(k, "")] for k, v in stats["curation_dropped"].items()],
+    ), ""]
     out += _pii_section(stats["pii"])
     div = stats["diversity"]
     out += ["## Diversity", ""]

@@ -11,8 +11,8 @@ source and in total.
 
 from __future__ import annotations
 
-import json
 import random
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -65,52 +65,45 @@ def run(config: ProjectConfig) -> Path:
     if not data.sources:
         raise UserError("data.sources is empty: list at least one file, e.g. sources: [{path: data/train.jsonl}]")
     run_dir = runs.start_stage(config, "data")
-    ledger = Ledger()
-    records: list[Record] = []
-    for source in data.sources:
-        records += load_source(source, data, config.spec, ledger)
+    ledger, steps = Ledger(), Steps()
+    started = time.perf_counter()
+    records = [r for source in data.sources for r in load_source(source, data, config.spec, ledger)]
     eval_records = load_source(Source(path=data.eval_file), data, config.spec, ledger) if data.eval_file else None
+    steps.seconds["load_and_validate"] = round(time.perf_counter() - started, 2)
 
-    steps: dict[str, int] = {}
     if data.dedup.exact:
-        records, dropped = curate.exact_dedup(records)
-        steps["exact_dedup"] = ledger.reject_records(dropped)
+        records = steps.apply("exact_dedup", curate.exact_dedup, records, ledger)
     if data.dedup.near:
-        records, dropped = curate.near_dedup(records, data.dedup, seed=data.seed)
-        steps["near_dedup"] = ledger.reject_records(dropped)
+        records = steps.apply("near_dedup", lambda rs: curate.near_dedup(rs, data.dedup, seed=data.seed), records, ledger)
     if data.dedup.semantic:
         from adhere.data.semantic import semantic_dedup
 
-        records, dropped = semantic_dedup(records, data.dedup.semantic_threshold)
-        steps["semantic_dedup"] = ledger.reject_records(dropped)
-    records, dropped = curate.quality_filter(records, data.quality)
-    steps["quality"] = ledger.reject_records(dropped)
+        records = steps.apply("semantic_dedup", lambda rs: semantic_dedup(rs, data.dedup.semantic_threshold), records, ledger)
+    records = steps.apply("quality", lambda rs: curate.quality_filter(rs, data.quality), records, ledger)
     if data.token_checks:
         from adhere.models import load_tokenizer
 
         tokenizer = load_tokenizer(config.model)
-        max_length = config.train.max_length
-        records, dropped = curate.token_filter(records, tokenizer, max_length, config.model.base)
-        steps["tokens"] = ledger.reject_records(dropped)
+        check = lambda rs: curate.token_filter(rs, tokenizer, config.train.max_length, config.model.base)  # noqa: E731
+        records = steps.apply("tokens", check, records, ledger)
         if eval_records is not None:
-            eval_records, dropped = curate.token_filter(eval_records, tokenizer, max_length, config.model.base)
-            ledger.reject_records(dropped)
+            eval_records = steps.apply("tokens_eval_file", check, eval_records, ledger)
 
     train, evals = (records, eval_records) if eval_records is not None else split(records, data)
     if data.decontam.enabled:
-        train, dropped = decontaminate(train, evals, data)
-        steps["decontam"] = ledger.reject_records(dropped)
+        train = steps.apply("decontam", lambda rs: decontaminate(rs, evals, data), train, ledger)
+    started = time.perf_counter()
     audit = audit_pii(train + evals, data.pii)
     if data.pii == "drop":
-        flagged = {id(r) for r in audit["records"]}
-        steps["pii"] = ledger.reject_records(
-            (r, Rejection("pii", f"contains {', '.join(audit['kinds_by_record'][id(r)])}")) for r in train + evals if id(r) in flagged
+        flagged = {id(r): kinds for r, kinds in zip(audit["records"], audit["kinds"])}
+        steps.dropped["pii"] = ledger.reject_records(
+            (r, Rejection("pii", f"contains {', '.join(flagged[id(r)])}")) for r in train + evals if id(r) in flagged
         )
-        train = [r for r in train if id(r) not in flagged]
-        evals = [r for r in evals if id(r) not in flagged]
+        train, evals = [r for r in train if id(r) not in flagged], [r for r in evals if id(r) not in flagged]
+    steps.seconds["pii_audit"] = round(time.perf_counter() - started, 2)
 
     stats = reconcile(ledger, train, evals, steps, data)
-    stats["pii"] = {k: v for k, v in audit.items() if k not in ("records", "kinds_by_record")}
+    stats["pii"] = {k: v for k, v in audit.items() if k not in ("records", "kinds")}
     outputs = write_outputs(run_dir, train, evals, ledger.rejected)
     write_card(run_dir, config, stats, train, evals, ledger.rejected)
     runs.write_json_atomic(run_dir / "stats.json", stats)
@@ -119,6 +112,23 @@ def run(config: ProjectConfig) -> Path:
         inputs[EVAL_SOURCE] = Path(data.eval_file)
     runs.write_lineage(run_dir, config, inputs, outputs)
     return run_dir
+
+
+class Steps:
+    """What each curation step dropped and how long it took, for stats.json and the card."""
+
+    def __init__(self) -> None:
+        self.dropped: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+
+    def apply(self, name: str, step: Callable[[list[Record]], tuple[list[Record], list[tuple[Record, Rejection]]]],
+              records: list[Record], ledger: Ledger) -> list[Record]:
+        """Run one step over `records`; its drops go to the ledger; returns the kept records."""
+        started = time.perf_counter()
+        kept, dropped = step(records)
+        self.dropped[name] = self.dropped.get(name, 0) + ledger.reject_records(dropped)
+        self.seconds[name] = round(time.perf_counter() - started, 2)
+        return kept
 
 
 def load_source(source: Source, data: DataConfig, spec: SpecConfig, ledger: Ledger) -> list[Record]:
@@ -239,11 +249,11 @@ def audit_pii(records: list[Record], action: str) -> dict[str, Any]:
         "flagged": listed,
         "demographics": result.balance,
         "records": flagged,
-        "kinds_by_record": kinds_by_record,
+        "kinds": [kinds_by_record[id(r)] for r in flagged],
     }
 
 
-def reconcile(ledger: Ledger, train: list[Record], evals: list[Record], steps: dict[str, int], data: DataConfig) -> dict[str, Any]:
+def reconcile(ledger: Ledger, train: list[Record], evals: list[Record], steps: Steps, data: DataConfig) -> dict[str, Any]:
     """Per-source and total counts; raises if any row is unaccounted for (a bug, not bad input)."""
     kept: Counter[str] = Counter(r["meta"]["source"] for r in train + evals)
     sources = {}
@@ -260,7 +270,8 @@ def reconcile(ledger: Ledger, train: list[Record], evals: list[Record], steps: d
         "train": len(train),
         "eval": len(evals),
         "rejected_by_rule": dict(by_rule.most_common()),
-        "curation_dropped": steps,
+        "curation_dropped": steps.dropped,
+        "seconds": steps.seconds,
         "sources": sources,
         "eval_from": "eval_file" if data.eval_file else f"split ({data.eval_fraction:.0%}, seed {data.seed})",
     }
