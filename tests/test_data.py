@@ -291,6 +291,19 @@ def test_semantic_duplicates_with_the_packaged_embedding_model(tmp_path: Path) -
     (rejected,) = read_jsonl(run_dir / "rejected.jsonl")
     assert rejected["rule"] == "semantic_duplicate" and rejected["location"] == "line 8" and "s.jsonl line 7" in rejected["reason"]
     assert stats["curation_dropped"]["semantic_dedup"] == 1
+    assert stats["embedding_clusters"]["clusters"] == 1 and "Embedding clusters" in (run_dir / "card.md").read_text()
+
+
+def test_cluster_coverage_separates_spread_from_clumped() -> None:
+    import torch
+
+    from adhere.data.semantic import cluster_coverage
+
+    torch.manual_seed(0)
+    spread = torch.nn.functional.normalize(torch.randn(200, 16), dim=1)
+    clumped = torch.nn.functional.normalize(torch.randn(1, 16) + 0.01 * torch.randn(200, 16), dim=1)
+    assert cluster_coverage(spread)["coverage"] > 0.6
+    assert cluster_coverage(clumped)["coverage"] < cluster_coverage(spread)["coverage"]
 
 
 def test_token_checks_use_the_training_chat_template(tmp_path: Path) -> None:
@@ -327,3 +340,16 @@ def test_pii_is_flagged_redacted_or_dropped(tmp_path: Path, action: str) -> None
     else:
         assert stats["kept"] == 5 and stats["rejected_by_rule"] == {"pii": 2}
     assert "p.jsonl line 6 | email" in (run_dir / "card.md").read_text()
+
+
+def test_size_limit_and_unknown_format(tmp_path: Path) -> None:
+    rows = alpaca_rows(2) + [{"instruction": "Summarise this.", "output": "x" * 500}, {"question": "a", "answer": "b"}]
+    write_jsonl(tmp_path / "z.jsonl", rows)
+    stats, run_dir = run_data(project(tmp_path, "  eval_fraction: 0\n  max_chars: 300\n  sources: [{path: z.jsonl}]\n"))
+    reasons = [(r["rule"], r["reason"]) for r in read_jsonl(run_dir / "rejected.jsonl")]
+    assert reasons[0] == ("too_long", "515 characters of text, more than data.max_chars=300")
+    assert reasons[1][0] == "missing_field"
+    write_jsonl(tmp_path / "u.jsonl", [{"question": "a", "answer": "b"}])
+    _, run_dir = run_data(project(tmp_path, "  eval_fraction: 0\n  sources: [{path: u.jsonl}]\n"))
+    (rejected,) = read_jsonl(run_dir / "rejected.jsonl")
+    assert rejected["rule"] == "unknown_format" and "fields (answer, question) match no known format" in rejected["reason"]

@@ -165,6 +165,10 @@ def write_card(
     if div["warning"]:
         out += [f"**Warning: {div['warning']}.**", ""]
     out += [f"{div['distinct_lead_words']} distinct lead words; the most common covers {div['top_lead_share']:.0%}.", ""]
+    clusters = stats.get("embedding_clusters")
+    if clusters:
+        out += [f"Embedding clusters (k-means on all-MiniLM-L6-v2 vectors): {clusters['effective_clusters']} effective of "
+                f"{clusters['clusters']} (coverage {clusters['coverage']:.0%}; the largest holds {clusters['largest_share']:.0%}).", ""]
     if leads:
         out += [f"![lead words]({leads})", ""]
     out += [_table(["lead words", "examples"], [[k, v] for k, v in list(div["lead_pairs"].items())[:10]]), ""]

@@ -54,7 +54,14 @@ def embed(texts: list[str]) -> Any:
     return torch.cat(out) if out else torch.zeros(0, 384)
 
 
-def semantic_dedup(records: list[dict[str, Any]], threshold: float) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], Rejection]]]:
+def record_vectors(records: list[dict[str, Any]]) -> Any:
+    """One embedding per record, of its prompt and response together."""
+    return embed([f"{prompt_text(r)}\n{response_text(r)}" for r in records])
+
+
+def semantic_dedup(
+    records: list[dict[str, Any]], vectors: Any, threshold: float
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], Rejection]]]:
     """Drop records whose embedding has cosine >= threshold with an earlier kept record."""
     from adhere.data.curate import where
 
@@ -62,7 +69,6 @@ def semantic_dedup(records: list[dict[str, Any]], threshold: float) -> tuple[lis
         return [], []
     import torch
 
-    vectors = embed([f"{prompt_text(r)}\n{response_text(r)}" for r in records])
     removed = torch.zeros(len(records), dtype=torch.bool)
     dropped = []
     for start in range(0, len(records), BLOCK):
@@ -78,3 +84,35 @@ def semantic_dedup(records: list[dict[str, Any]], threshold: float) -> tuple[lis
                 reason = f"cosine {float(earlier[j]):.3f} (>= {threshold}) with {where(records[j])}"
                 dropped.append((records[i], Rejection("semantic_duplicate", reason)))
     return [r for r, gone in zip(records, removed.tolist()) if not gone], dropped
+
+
+def cluster_coverage(vectors: Any, seed: int = 0, iterations: int = 20) -> dict[str, Any]:
+    """How evenly the records spread over k-means clusters of their embeddings (k = sqrt(n/2), at most 100).
+
+    `effective_clusters` is exp(entropy) of the cluster sizes: k when every cluster
+    is equally full, near 1 when one cluster holds almost everything; `coverage`
+    is that over k. Low coverage means many near-paraphrases of a few tasks.
+    """
+    import torch
+
+    n = vectors.shape[0]
+    k = max(1, min(100, int((n / 2) ** 0.5)))
+    if n < 4:
+        return {"clusters": k, "effective_clusters": float(k), "coverage": 1.0, "largest_share": 1.0 if n else 0.0}
+    generator = torch.Generator().manual_seed(seed)
+    centers = vectors[torch.randperm(n, generator=generator)[:k]].clone()
+    for _ in range(iterations):  # spherical k-means: the vectors are unit length
+        assign = (vectors @ centers.T).argmax(1)
+        for c in range(k):
+            members = vectors[assign == c]
+            if len(members):
+                centers[c] = torch.nn.functional.normalize(members.mean(0), dim=0)
+    sizes = torch.bincount((vectors @ centers.T).argmax(1), minlength=k).double()
+    shares = sizes[sizes > 0] / n
+    effective = float(torch.exp(-(shares * shares.log()).sum()))
+    return {
+        "clusters": k,
+        "effective_clusters": round(effective, 2),
+        "coverage": round(effective / k, 3),
+        "largest_share": round(float(shares.max()), 3),
+    }

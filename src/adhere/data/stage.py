@@ -75,10 +75,14 @@ def run(config: ProjectConfig) -> Path:
         records = steps.apply("exact_dedup", curate.exact_dedup, records, ledger)
     if data.dedup.near:
         records = steps.apply("near_dedup", lambda rs: curate.near_dedup(rs, data.dedup, seed=data.seed), records, ledger)
+    coverage = None
     if data.dedup.semantic:
-        from adhere.data.semantic import semantic_dedup
+        from adhere.data.semantic import cluster_coverage, record_vectors, semantic_dedup
 
-        records = steps.apply("semantic_dedup", lambda rs: semantic_dedup(rs, data.dedup.semantic_threshold), records, ledger)
+        vectors = record_vectors(records)
+        index = {id(r): i for i, r in enumerate(records)}
+        records = steps.apply("semantic_dedup", lambda rs: semantic_dedup(rs, vectors, data.dedup.semantic_threshold), records, ledger)
+        coverage = cluster_coverage(vectors[[index[id(r)] for r in records]], seed=data.seed)
     records = steps.apply("quality", lambda rs: curate.quality_filter(rs, data.quality), records, ledger)
     if data.token_checks:
         from adhere.models import load_tokenizer
@@ -104,6 +108,7 @@ def run(config: ProjectConfig) -> Path:
 
     stats = reconcile(ledger, train, evals, steps, data)
     stats["pii"] = {k: v for k, v in audit.items() if k not in ("records", "kinds")}
+    stats["embedding_clusters"] = coverage
     outputs = write_outputs(run_dir, train, evals, ledger.rejected)
     write_card(run_dir, config, stats, train, evals, ledger.rejected)
     runs.write_json_atomic(run_dir / "stats.json", stats)
