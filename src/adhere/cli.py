@@ -4,6 +4,7 @@
     adhere config check adhere.yaml --set train.lr=1e-4
     adhere spec adhere.yaml       # step 1: validate and write the spec
     adhere data adhere.yaml       # step 2: validate and curate the data
+    adhere train adhere.yaml      # step 4: tune
     adhere doctor                 # is this machine ready?
 
 Every command parses its arguments, loads the config and calls the same
@@ -181,6 +182,34 @@ def _inspect(path: Path, overrides: list[str] | None, n: int, plain: bool) -> No
         else:
             out.print(body, highlight=False)
         out.print()
+
+
+@app.command()
+def train(path: ConfigPath, overrides: Overrides = None) -> None:
+    """Step 4: tune the base model on workdir/data/train.jsonl (LoRA or full); writes workdir/train/."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    import adhere.train
+
+    config = _load(path, overrides)
+    columns = (TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("loading", total=None)
+
+        def log(metrics: dict) -> None:
+            text = f"loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  {metrics['tokens_per_s']:.0f} trained tok/s"
+            if "eval_loss" in metrics:
+                text += f"  eval {metrics['eval_loss']:.4f}"
+            progress.update(task, completed=metrics["step"], total=metrics["total_steps"], description=text)
+
+        run_dir = adhere.train.run(config, log=log)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    eval_text = f", eval loss {summary['final_eval_loss']:.4f}" if summary["final_eval_loss"] is not None else ""
+    out.print(
+        f"{summary['steps']} steps on {summary['train_examples']} examples in {summary['seconds']:.0f} s: "
+        f"train loss {summary['final_train_loss']:.4f}{eval_text}"
+    )
+    out.print(f"Wrote {run_dir}/ ({'adapter' if config.train.method == 'lora' else 'model'}/, metrics.jsonl, summary.json)")
 
 
 def _read_text(path: Path) -> str:

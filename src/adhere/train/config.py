@@ -56,6 +56,10 @@ class TrainConfig(Section):
     """'auto' uses bf16 autocast where the CPU or GPU supports it, fp32 otherwise."""
     seed: int = 0
     """Seed for initialisation, shuffling and dropout."""
+    eval_every: PositiveInt | None = None
+    """Evaluate on the eval split every this many steps (and always at the end)."""
+    log_every: PositiveInt = 1
+    """Write a metrics.jsonl line every this many steps."""
 
     @model_validator(mode="after")
     def _lora_only_with_lora(self) -> TrainConfig:

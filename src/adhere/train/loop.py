@@ -1,0 +1,168 @@
+"""The training loop: supervised tuning with loss on assistant tokens only, on accelerate.
+
+Reads top to bottom: build the model and examples, the optimizer and schedule,
+then for each optimizer step run `grad_accum` micro-steps and step. LoRA and
+full fine-tuning share it; they differ only in `train.model.build_model`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from adhere.models.masking import IGNORE_INDEX
+from adhere.train.batches import Example, build_examples, collate, epoch_batches, read_records
+from adhere.train.model import build_model
+
+Log = Callable[[dict[str, Any]], None]
+
+
+class TokenLoss(torch.nn.Module):
+    """Summed cross-entropy over trained positions only, computing logits just there.
+
+    The output head runs on the hidden states of trained positions, never on the
+    whole [batch, seq, vocab] block: with SmolLM2's 49,152-word vocabulary and
+    mostly-prompt examples that is most of the head's time and memory. Wrapping
+    the model in a module keeps DDP's gradient hooks on the forward pass.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids: Any, attention_mask: Any, targets: Any) -> Any:
+        hidden = self.inner.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        keep = targets != IGNORE_INDEX
+        logits = self.inner.get_output_embeddings()(hidden[keep]).float()
+        return torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+
+
+def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warmup, then cosine, linear or constant decay, as a factor of the peak rate."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0 - progress if schedule == "linear" else 1.0
+
+    return factor
+
+
+def micro_batches(examples: list[Example], batch_size: int, seed: int) -> Iterator[list[Example]]:
+    """Micro-batches epoch after epoch, each epoch in a new seeded order."""
+    epoch = 0
+    while True:
+        for indices in epoch_batches(examples, batch_size, seed, epoch):
+            yield [examples[i] for i in indices]
+        epoch += 1
+
+
+def evaluate(loss_fn: Any, examples: list[Example], batch_size: int, pad_id: int, accelerator: Any) -> float:
+    """Mean loss per trained token over `examples`."""
+    total, tokens = 0.0, 0
+    loss_fn.eval()
+    with torch.no_grad(), accelerator.autocast():
+        for start in range(0, len(examples), batch_size):
+            batch = {k: v.to(accelerator.device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
+            total += float(loss_fn(**batch))
+            tokens += int((batch["targets"] != IGNORE_INDEX).sum())
+    loss_fn.train()
+    return total / max(1, tokens)
+
+
+def train(config: Any, run_dir: Path, log: Log = lambda m: None) -> dict[str, Any]:
+    """Tune `config.model` on workdir/data/train.jsonl; write metrics.jsonl and the adapter or model to `run_dir`."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import set_seed
+
+    from adhere import hardware
+
+    tc, data_dir = config.train, config.stage_dir("data")
+    device = hardware.default_device()
+    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and hardware.bf16_available(device))
+    # Accelerate keeps one process-wide state and refuses a second Accelerator with another precision;
+    # a program that trains twice (adhere run, the tests) resets it. PartialState, which holds the
+    # distributed set-up under `accelerate launch`, is kept. Private API: re-check on accelerate 2.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=device == "cpu")
+    set_seed(tc.seed)
+    model, tokenizer = build_model(config.model, tc, accelerator.device.type)
+    train_ex = build_examples(read_records(data_dir / "train.jsonl"), tokenizer, tc.max_length, str(data_dir / "train.jsonl"))
+    eval_records = read_records(data_dir / "eval.jsonl") if (data_dir / "eval.jsonl").is_file() else []
+    eval_ex = build_examples(eval_records, tokenizer, tc.max_length, "eval.jsonl") if eval_records else []
+
+    steps_per_epoch = math.ceil(math.ceil(len(train_ex) / tc.batch_size) / tc.grad_accum)
+    total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    warmup = int(tc.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc.schedule, warmup, total_steps))
+    loss_fn, optimizer = accelerator.prepare(TokenLoss(model), optimizer)
+    stream = micro_batches(train_ex, tc.batch_size, tc.seed)
+    pad_id = tokenizer.pad_token_id
+
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path.write_text("")
+    started, tokens_seen, eval_loss = time.perf_counter(), 0, None
+    for step in range(1, total_steps + 1):
+        window = [collate(next(stream), pad_id) for _ in range(tc.grad_accum)]
+        # Loss normalisation: the summed token losses of every micro-batch of this step are divided
+        # by the trained tokens of the whole accumulated batch (on every process), so batch 1 x
+        # accumulation 8 and batch 8 x accumulation 1 give the same gradient.
+        trained = torch.tensor(sum(int((b["targets"] != IGNORE_INDEX).sum()) for b in window), device=accelerator.device)
+        trained = int(accelerator.reduce(trained, reduction="sum"))
+        step_loss = 0.0
+        for i, batch in enumerate(window):
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            sync = accelerator.no_sync(loss_fn) if i < len(window) - 1 else nullcontext()
+            with sync, accelerator.autocast():
+                loss_sum = loss_fn(**batch)
+            # DDP averages gradients over processes; the factor makes that a sum, as the normalisation needs.
+            accelerator.backward(loss_sum * accelerator.num_processes / trained)
+            step_loss += float(loss_sum.detach())
+        grad_norm = float(accelerator.clip_grad_norm_(params, tc.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), reduction="sum")) / trained
+        if not math.isfinite(loss):
+            from adhere.errors import UserError
+
+            raise UserError(f"training stopped at step {step}: the loss is {loss}; lower train.lr or check the data")
+        tokens_seen += trained
+        if tc.eval_every and step % tc.eval_every == 0 and eval_ex and step < total_steps:
+            eval_loss = evaluate(loss_fn, eval_ex, tc.batch_size, pad_id, accelerator)
+        if step % tc.log_every == 0 or step == total_steps or eval_loss is not None:
+            elapsed = time.perf_counter() - started
+            record = {"step": step, "loss": round(loss, 5), "lr": scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4),
+                      "trained_tokens": tokens_seen, "tokens_per_s": round(tokens_seen / elapsed, 1),
+                      "elapsed_s": round(elapsed, 2), "eta_s": round(elapsed / step * (total_steps - step), 1),
+                      "total_steps": total_steps}
+            if eval_loss is not None:
+                record["eval_loss"] = round(eval_loss, 5)
+                eval_loss = None
+            if accelerator.is_main_process:
+                with metrics_path.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            log(record)
+
+    final_eval = evaluate(loss_fn, eval_ex, tc.batch_size, pad_id, accelerator) if eval_ex else None
+    summary = {"steps": total_steps, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
+               "trained_tokens": tokens_seen, "final_train_loss": loss, "final_eval_loss": final_eval,
+               "seconds": round(time.perf_counter() - started, 2), "bf16": bf16, "device": device}
+    if accelerator.is_main_process:
+        out = run_dir / ("adapter" if tc.method == "lora" else "model")
+        accelerator.unwrap_model(loss_fn).inner.save_pretrained(out)
+        tokenizer.save_pretrained(out)  # the exact chat template used in training travels with the weights
+    return summary
+

@@ -1,0 +1,55 @@
+"""The model to train: the base model, with LoRA adapters or with every weight trainable.
+
+LoRA and full fine-tuning share the training loop; this is the one branch
+where they differ. PEFT is used here and nowhere else in training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adhere.errors import UserError
+from adhere.models import load_model
+from adhere.models.config import ModelConfig
+from adhere.train.config import TrainConfig
+
+
+def linear_module_names(model: Any) -> set[str]:
+    """Short names of the model's linear layers (q_proj, up_proj, ...), the output head excluded."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}
+
+
+def build_model(model_cfg: ModelConfig, train_cfg: TrainConfig, device: str) -> tuple[Any, Any]:
+    """(model ready to train, tokenizer). LoRA wraps the base model with PEFT; 'full' trains it as it is."""
+    loaded = load_model(model_cfg, device=device, for_training=True)
+    model = loaded.model
+    if train_cfg.method == "full":
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model, loaded.tokenizer
+
+    from peft import LoraConfig, get_peft_model
+
+    lora = train_cfg.lora
+    available = linear_module_names(model)
+    targets = lora.target_modules or "all-linear"
+    if lora.target_modules:
+        missing = sorted(set(lora.target_modules) - available)
+        if missing:
+            raise UserError(
+                f"train.lora.target_modules: {model_cfg.base!r} has no linear layers named {missing}; "
+                f"it has {sorted(available)} (or leave target_modules empty for all of them)"
+            )
+    peft_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        use_dora=lora.use_dora,
+        use_rslora=lora.use_rslora,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_config), loaded.tokenizer

@@ -1,0 +1,33 @@
+"""Step 4, tune: supervised instruction tuning on the curated data.
+
+    adhere train adhere.yaml
+
+Writes `workdir/train/`: the LoRA adapter in PEFT's format (`adapter/`) or the
+full model (`model/`), each with the tokenizer and the chat template used in
+training, `metrics.jsonl` (one line per logged step), `summary.json`, and the
+usual config.yaml, env.json and lineage.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from adhere import runs
+
+if TYPE_CHECKING:
+    from adhere.config import ProjectConfig
+
+
+def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m: None) -> Path:
+    """Train and write `workdir/train/`; return that folder."""
+    from adhere.train.loop import train
+
+    run_dir = runs.start_stage(config, "train")
+    summary = train(config, run_dir, log)
+    runs.write_json_atomic(run_dir / "summary.json", summary)
+    data_dir = config.stage_dir("data")
+    inputs = {name: data_dir / f"{name}.jsonl" for name in ("train", "eval") if (data_dir / f"{name}.jsonl").is_file()}
+    weights = run_dir / ("adapter" if config.train.method == "lora" else "model")
+    runs.write_lineage(run_dir, config, inputs, {"weights": weights, "metrics": run_dir / "metrics.jsonl"})
+    return run_dir

@@ -1,0 +1,109 @@
+"""Step 4: the training loop on a tiny model: loss normalisation, LoRA and full, outputs, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import adhere.train
+from adhere.config import load_config
+from adhere.errors import UserError
+
+ANSWERS = ["Four.", "The capital of France is Paris, a large city.", "Yes", "def add(a, b):\n    return a + b"]
+QUESTIONS = ["What is 2+2?", "Name the capital of France.", "Is water wet?", "Write an add function in Python."]
+
+
+def records(n: int) -> list[dict[str, Any]]:
+    return [
+        {"messages": [{"role": "user", "content": QUESTIONS[i % 4]}, {"role": "assistant", "content": ANSWERS[i % 4]}], "meta": {}}
+        for i in range(n)
+    ]
+
+
+def make_project(tmp_path: Path, tiny_dir: Path, train_yaml: str, n_train: int = 4, n_eval: int = 2) -> Path:
+    data = tmp_path / "runs" / "p" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records(n_train)))
+    (data / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records(n_eval)))
+    path = tmp_path / "adhere.yaml"
+    path.write_text(f"name: p\nmodel: {{base: {tiny_dir}}}\ntrain:\n{train_yaml}")
+    return path
+
+
+def trained_weights(run_dir: Path, method: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    name = "adapter/adapter_model.safetensors" if method == "lora" else "model/model.safetensors"
+    return load_file(run_dir / name)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_batch_1_x_accumulation_4_equals_batch_4_x_1(tmp_path: Path, tiny_dir: Path, optimizer: str, monkeypatch) -> None:
+    if optimizer == "sgd":  # plain SGD moves weights by the gradient itself, so any normalisation error shows
+        monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr))
+    common = "  method: full\n  max_steps: 1\n  lr: 0.01\n  warmup_ratio: 0\n  precision: fp32\n"
+    results = []
+    for batch, accum in ((1, 4), (4, 1)):
+        folder = tmp_path / f"b{batch}"
+        folder.mkdir()
+        path = make_project(folder, tiny_dir, common + f"  batch_size: {batch}\n  grad_accum: {accum}\n")
+        results.append(trained_weights(adhere.train.run(load_config(path)), "full"))
+    before = trained_weights_from_folder(tiny_dir)
+    moved = [k for k in before if not torch.equal(before[k], results[0][k])]
+    assert moved  # the step changed the weights
+    # Adam divides by |gradient|, so float noise on near-zero gradients moves a weight by up to ~3e-6;
+    # a real normalisation error moves weights by the order of lr (1e-2).
+    atol = 1e-6 if optimizer == "sgd" else 1e-5
+    for key in results[0]:
+        torch.testing.assert_close(results[0][key], results[1][key], rtol=1e-5, atol=atol)
+
+
+def trained_weights_from_folder(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_lora_run_writes_a_peft_adapter_and_metrics(tmp_path: Path, tiny_dir: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    path = make_project(tmp_path, tiny_dir, "  max_steps: 6\n  batch_size: 2\n  lr: 0.01\n  eval_every: 3\n  lora: {r: 4, alpha: 8}\n", n_train=8)
+    run_dir = adhere.train.run(load_config(path))
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6] and "eval_loss" in metrics[2]
+    assert metrics[-1]["trained_tokens"] > 0 and metrics[-1]["eta_s"] == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["final_eval_loss"] > 0
+    adapter = run_dir / "adapter"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    assert (adapter / "chat_template.jinja").is_file() or "chat_template" in (adapter / "tokenizer_config.json").read_text()
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir), adapter)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+    lineage = json.loads((run_dir / "lineage.json").read_text())
+    assert set(lineage["inputs"]) == {"train", "eval"}
+
+
+def test_training_lowers_the_loss(tmp_path: Path, tiny_dir: Path) -> None:
+    path = make_project(tmp_path, tiny_dir, "  method: full\n  max_steps: 30\n  batch_size: 4\n  lr: 0.01\n  precision: fp32\n", n_train=8)
+    run_dir = adhere.train.run(load_config(path))
+    losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # Pinned: the seeded tiny model starts near ln(vocab size), and the same seed gives the same curve.
+    assert losses[0] == pytest.approx(5.95164, abs=1e-4)
+    assert sum(losses[-5:]) / 5 < 0.55 * losses[0]
+
+
+def test_bad_input_fails_before_training(tmp_path: Path, tiny_dir: Path) -> None:
+    path = make_project(tmp_path, tiny_dir, "  max_steps: 1\n", n_train=0)
+    with pytest.raises(UserError, match="train.jsonl: it is empty"):
+        adhere.train.run(load_config(path))
+    path = make_project(tmp_path, tiny_dir, "  max_steps: 1\n  lora: {target_modules: [q_proj, c_attn]}\n")
+    with pytest.raises(UserError, match=r"has no linear layers named \['c_attn'\]"):
+        adhere.train.run(load_config(path))
+    path = make_project(tmp_path, tiny_dir, "  max_steps: 1\n  max_length: 8\n")
+    with pytest.raises(UserError, match="none of its 4 examples has a token to train"):
+        adhere.train.run(load_config(path))
