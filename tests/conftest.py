@@ -72,3 +72,22 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> object:
     from tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+# --- More tiny models, written once per session (tests/tiny.py builds them in process) ----------
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_no_template(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The `tiny_dir` model, its tokenizer without a chat template."""
+    from tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "no-template", chat_template=None)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The tiny model of `tiny_dir` (same seed) as a float32 llama .gguf file."""
+    from tiny import save_tiny_gguf
+
+    return save_tiny_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")

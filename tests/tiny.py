@@ -187,3 +187,66 @@ def build_family_tokenizer(family: str, vocab_size: int = 500) -> Any:
         pad_token=spec["pad"],
         chat_template=spec["template"],
     )
+
+
+# --- The tiny model as a GGUF file, for the .gguf loading and conversion tests -------------------
+
+
+def save_tiny_gguf(path: Path, seed: int = 0, pre_tokenizer: str = "smollm") -> Path:
+    """Write the model and tokenizer of `save_tiny_model(seed=seed)` as a float32 llama GGUF file.
+
+    Laid out as llama.cpp's convert_hf_to_gguf.py does: GGUF tensor names, q/k rows permuted for
+    its rope (transformers undoes that on load), no output.weight (tied embeddings), and the
+    vocabulary, merges, special ids and chat template as `tokenizer.*` metadata. float32 keeps
+    the round trip exact, so the loaded logits equal the folder's.
+    """
+    import json
+
+    import gguf
+    import numpy as np
+
+    tokenizer = build_tiny_tokenizer(CHATML)
+    model = build_tiny_model(len(tokenizer), seed=seed)
+    cfg = model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_vocab_size(len(tokenizer))
+
+    tokens = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])]
+    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre_tokenizer)
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if token in CHATML_SPECIALS else 1 for token in tokens])  # 3: control
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_unk_token_id(tokenizer.pad_token_id)
+    writer.add_chat_template(CHATML)
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
+    heads = {"q_proj": cfg.num_attention_heads, "k_proj": cfg.num_key_value_heads}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        module, suffix = name.rsplit(".", 1)
+        array = tensor.numpy()
+        n_head = heads.get(module.rsplit(".", 1)[-1])
+        if n_head:  # llama.cpp's permute for its rotary layout
+            array = array.reshape(n_head, 2, array.shape[0] // n_head // 2, *array.shape[1:]).swapaxes(1, 2)
+            array = array.reshape(tensor.shape)
+        writer.add_tensor(f"{names.get_name(module)}.{suffix}", np.ascontiguousarray(array, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
