@@ -6,6 +6,7 @@ where they differ. PEFT is used here and nowhere else in training.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from adhere.errors import UserError
@@ -32,6 +33,10 @@ def build_model(model_cfg: ModelConfig, train_cfg: TrainConfig, device: str) -> 
         return model, loaded.tokenizer
 
     from peft import LoraConfig, get_peft_model
+
+    # peft 0.21 calls transformers' deprecated `is_gradient_checkpointing` (renamed in transformers 5.x);
+    # the warning is upstream's and says nothing to our users. Remove when peft uses the new name.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
     lora = train_cfg.lora
     available = linear_module_names(model)
