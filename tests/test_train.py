@@ -107,3 +107,45 @@ def test_bad_input_fails_before_training(tmp_path: Path, tiny_dir: Path) -> None
     path = make_project(tmp_path, tiny_dir, "  max_steps: 1\n  max_length: 8\n")
     with pytest.raises(UserError, match="none of its 4 examples has a token to train"):
         adhere.train.run(load_config(path))
+
+
+def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path: Path, tiny_dir: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    settings = "  max_steps: 120\n  batch_size: 2\n  lr: 0.01\n  lora: {r: 4, dropout: 0.1}\n  save_every: 10\n  keep_last: 2\n"
+    (tmp_path / "straight").mkdir()
+    straight = make_project(tmp_path / "straight", tiny_dir, settings, n_train=12)
+    expected = trained_weights(adhere.train.run(load_config(straight)), "lora")
+
+    (tmp_path / "killed").mkdir()
+    path = make_project(tmp_path / "killed", tiny_dir, settings, n_train=12)
+    checkpoint_dir = tmp_path / "killed" / "runs" / "p" / "train" / "checkpoints"
+    process = subprocess.Popen([sys.executable, "-m", "adhere", "train", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (checkpoint_dir / "step-000030").is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (checkpoint_dir.parent / "adapter").exists(), "the run finished before it could be killed"
+    done = sorted(p.name for p in checkpoint_dir.iterdir() if not p.name.startswith("."))
+    assert done and done[-1] >= "step-000030" and len(done) <= 2  # keep_last
+
+    run_dir = adhere.train.run(load_config(path), resume=True)
+    resumed = trained_weights(run_dir, "lora")
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], rtol=0, atol=0)
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 121))  # no step twice, none missing
+
+
+def test_resume_refuses_a_changed_shape(tmp_path: Path, tiny_dir: Path) -> None:
+    path = make_project(tmp_path, tiny_dir, "  max_steps: 4\n  save_every: 2\n  lora: {r: 4}\n")
+    adhere.train.run(load_config(path))
+    with pytest.raises(UserError, match="train.lora changed since the run began"):
+        adhere.train.run(load_config(path, ["train.lora.r=8"]), resume=True)
+    with pytest.raises(UserError, match="nothing to resume"):
+        adhere.train.run(load_config(tmp_path / "adhere.yaml", ["workdir=elsewhere"]), resume=True)

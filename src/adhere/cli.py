@@ -185,7 +185,11 @@ def _inspect(path: Path, overrides: list[str] | None, n: int, plain: bool) -> No
 
 
 @app.command()
-def train(path: ConfigPath, overrides: Overrides = None) -> None:
+def train(
+    path: ConfigPath,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint (train.save_every).")] = False,
+) -> None:
     """Step 4: tune the base model on workdir/data/train.jsonl (LoRA or full); writes workdir/train/."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -202,7 +206,7 @@ def train(path: ConfigPath, overrides: Overrides = None) -> None:
                 text += f"  eval {metrics['eval_loss']:.4f}"
             progress.update(task, completed=metrics["step"], total=metrics["total_steps"], description=text)
 
-        run_dir = adhere.train.run(config, log=log)
+        run_dir = adhere.train.run(config, log=log, resume=resume)
     summary = json.loads((run_dir / "summary.json").read_text())
     eval_text = f", eval loss {summary['final_eval_loss']:.4f}" if summary["final_eval_loss"] is not None else ""
     out.print(

@@ -60,6 +60,10 @@ class TrainConfig(Section):
     """Evaluate on the eval split every this many steps (and always at the end)."""
     log_every: PositiveInt = 1
     """Write a metrics.jsonl line every this many steps."""
+    save_every: PositiveInt | None = None
+    """Write a checkpoint every this many steps, for `adhere train --resume`."""
+    keep_last: PositiveInt = 2
+    """Checkpoints kept (the one with the best eval loss is kept too)."""
 
     @model_validator(mode="after")
     def _lora_only_with_lora(self) -> TrainConfig:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from adhere.models.masking import IGNORE_INDEX
+from adhere.train import checkpoints
 from adhere.train.batches import Example, build_examples, collate, epoch_batches, read_records
 from adhere.train.model import build_model
 
@@ -79,8 +80,12 @@ def evaluate(loss_fn: Any, examples: list[Example], batch_size: int, pad_id: int
     return total / max(1, tokens)
 
 
-def train(config: Any, run_dir: Path, log: Log = lambda m: None) -> dict[str, Any]:
-    """Tune `config.model` on workdir/data/train.jsonl; write metrics.jsonl and the adapter or model to `run_dir`."""
+def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | None = None) -> dict[str, Any]:
+    """Tune `config.model` on workdir/data/train.jsonl; write metrics.jsonl and the adapter or model to `run_dir`.
+
+    With `resume`, a checkpoint folder, training continues from it and ends with the weights an
+    uninterrupted run would have.
+    """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
@@ -112,9 +117,18 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None) -> dict[str, An
     pad_id = tokenizer.pad_token_id
 
     metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.write_text("")
-    started, tokens_seen, eval_loss = time.perf_counter(), 0, None
-    for step in range(1, total_steps + 1):
+    first_step, tokens_seen, eval_loss = 1, 0, None
+    if resume is not None:
+        progress = checkpoints.load(resume, model, optimizer, scheduler)
+        first_step, tokens_seen = progress["step"] + 1, progress["trained_tokens"]
+        for _ in range(progress["step"] * tc.grad_accum):  # the data stream, exactly where it was
+            next(stream)
+        kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= progress["step"]]
+        metrics_path.write_text("".join(line + "\n" for line in kept))
+    else:
+        metrics_path.write_text("")
+    started, start_tokens = time.perf_counter(), tokens_seen
+    for step in range(first_step, total_steps + 1):
         window = [collate(next(stream), pad_id) for _ in range(tc.grad_accum)]
         # Loss normalisation: the summed token losses of every micro-batch of this step are divided
         # by the trained tokens of the whole accumulated batch (on every process), so batch 1 x
@@ -142,11 +156,14 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None) -> dict[str, An
         tokens_seen += trained
         if tc.eval_every and step % tc.eval_every == 0 and eval_ex and step < total_steps:
             eval_loss = evaluate(loss_fn, eval_ex, tc.batch_size, pad_id, accelerator)
+        if tc.save_every and step % tc.save_every == 0 and step < total_steps and accelerator.is_main_process:
+            state = {"trained_tokens": tokens_seen, "eval_loss": eval_loss}
+            checkpoints.save(run_dir, step, model, optimizer, scheduler, state, tc.keep_last)
         if step % tc.log_every == 0 or step == total_steps or eval_loss is not None:
-            elapsed = time.perf_counter() - started
+            elapsed, done = time.perf_counter() - started, step - first_step + 1
             record = {"step": step, "loss": round(loss, 5), "lr": scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4),
-                      "trained_tokens": tokens_seen, "tokens_per_s": round(tokens_seen / elapsed, 1),
-                      "elapsed_s": round(elapsed, 2), "eta_s": round(elapsed / step * (total_steps - step), 1),
+                      "trained_tokens": tokens_seen, "tokens_per_s": round((tokens_seen - start_tokens) / elapsed, 1),
+                      "elapsed_s": round(elapsed, 2), "eta_s": round(elapsed / done * (total_steps - step), 1),
                       "total_steps": total_steps}
             if eval_loss is not None:
                 record["eval_loss"] = round(eval_loss, 5)

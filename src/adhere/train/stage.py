@@ -10,6 +10,7 @@ usual config.yaml, env.json and lineage.json.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -19,12 +20,23 @@ if TYPE_CHECKING:
     from adhere.config import ProjectConfig
 
 
-def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m: None) -> Path:
-    """Train and write `workdir/train/`; return that folder."""
+def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m: None, resume: bool = False) -> Path:
+    """Train and write `workdir/train/`; with `resume`, continue from the latest checkpoint. Returns the folder."""
+    from adhere.errors import UserError
+    from adhere.train import checkpoints
     from adhere.train.loop import train
 
+    checkpoint = None
+    if resume:
+        run_dir = config.stage_dir("train")
+        checkpoint = checkpoints.latest(run_dir)
+        if checkpoint is None:
+            raise UserError(f"nothing to resume: no complete checkpoint in {run_dir / 'checkpoints'} (set train.save_every)")
+        checkpoints.check_compatible(run_dir, config)
+    elif (config.stage_dir("train") / "checkpoints").is_dir():
+        shutil.rmtree(config.stage_dir("train") / "checkpoints")  # a fresh run: old checkpoints would mislead --resume
     run_dir = runs.start_stage(config, "train")
-    summary = train(config, run_dir, log)
+    summary = train(config, run_dir, log, resume=checkpoint)
     runs.write_json_atomic(run_dir / "summary.json", summary)
     data_dir = config.stage_dir("data")
     inputs = {name: data_dir / f"{name}.jsonl" for name in ("train", "eval") if (data_dir / f"{name}.jsonl").is_file()}
