@@ -149,3 +149,32 @@ def test_resume_refuses_a_changed_shape(tmp_path: Path, tiny_dir: Path) -> None:
         adhere.train.run(load_config(path, ["train.lora.r=8"]), resume=True)
     with pytest.raises(UserError, match="nothing to resume"):
         adhere.train.run(load_config(tmp_path / "adhere.yaml", ["workdir=elsewhere"]), resume=True)
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_export_loads_without_adhere_and_matches_the_trained_model(tmp_path: Path, tiny_dir: Path, method: str) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from adhere.train.export import run as export
+
+    settings = f"  method: {method}\n  max_steps: 3\n  lr: 0.05\n  precision: fp32\n  lora: {{r: 4, dropout: 0}}\n"
+    if method == "full":
+        settings = settings.replace("  lora: {r: 4, dropout: 0}\n", "")
+    config = load_config(make_project(tmp_path, tiny_dir, settings))
+    run_dir = adhere.train.run(config)
+    folder = export(config)
+    exported = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if method == "lora":
+        reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir), run_dir / "adapter").eval()
+    else:
+        reference = AutoModelForCausalLM.from_pretrained(run_dir / "model").eval()
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": QUESTIONS[1]}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(**ids).logits, reference(**ids).logits, rtol=1e-4, atol=1e-5)
+        base = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()(**ids).logits
+    assert not torch.allclose(base, exported(**ids).logits)  # training changed the model
+    assert exported.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    card = (folder / "README.md").read_text()
+    assert f"method: {method}" in card and "sha256" in card

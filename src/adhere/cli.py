@@ -5,6 +5,7 @@
     adhere spec adhere.yaml       # step 1: validate and write the spec
     adhere data adhere.yaml       # step 2: validate and curate the data
     adhere train adhere.yaml      # step 4: tune
+    adhere export adhere.yaml     # merged model folder for transformers, vLLM, ...
     adhere doctor                 # is this machine ready?
 
 Every command parses its arguments, loads the config and calls the same
@@ -214,6 +215,20 @@ def train(
         f"train loss {summary['final_train_loss']:.4f}{eval_text}"
     )
     out.print(f"Wrote {run_dir}/ ({'adapter' if config.train.method == 'lora' else 'model'}/, metrics.jsonl, summary.json)")
+
+
+@app.command()
+def export(
+    path: ConfigPath,
+    overrides: Overrides = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder to write (default workdir/export).")] = None,
+) -> None:
+    """Merge the trained adapter into the base model and write a folder transformers loads without adhere."""
+    from adhere.train.export import run as export_run
+
+    config = _load(path, overrides)
+    folder = export_run(config, out_dir)
+    out.print(f"Wrote {folder}/ (safetensors, tokenizer with the training chat template, README.md model card)")
 
 
 def _read_text(path: Path) -> str:

@@ -1,0 +1,115 @@
+"""Export the tuned model as one folder that transformers loads with no adhere code.
+
+    adhere export adhere.yaml            # writes workdir/export/
+
+LoRA adapters are merged into the base weights (PEFT's merge_and_unload). The
+folder holds safetensors weights, the tokenizer with the exact chat template
+used in training, a generation_config.json that stops at the end-of-turn
+token, and a README.md model card with the base model, the data lineage, the
+hyperparameters and the final losses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adhere import runs
+from adhere.errors import UserError
+
+if TYPE_CHECKING:
+    from adhere.config import ProjectConfig
+
+
+def run(config: ProjectConfig, out: Path | None = None) -> Path:
+    """Write the merged model to `out` (default workdir/export/); return the folder."""
+    import torch
+
+    from adhere.models import load_model
+
+    train_dir = config.stage_dir("train")
+    weights = train_dir / ("adapter" if config.train.method == "lora" else "model")
+    if not weights.is_dir():
+        raise UserError(f"{weights}: no trained weights; run `adhere train {config.name}` first")
+    out = out or config.stage_dir("export")
+    staging = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    if config.train.method == "lora":
+        from peft import PeftModel
+
+        loaded = load_model(config.model, device="cpu")
+        model = PeftModel.from_pretrained(loaded.model, weights).merge_and_unload()
+        tokenizer = loaded.tokenizer
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(weights)
+    trained_tokenizer = _trained_tokenizer(weights)
+    if trained_tokenizer is not None:
+        tokenizer = trained_tokenizer  # the chat template exactly as training used it
+    end_of_turn = tokenizer.eos_token_id
+    model.generation_config.eos_token_id = end_of_turn
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    (staging / "README.md").write_text(model_card(config, train_dir), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    runs.write_lineage(out, config, {"weights": weights}, {"model": out / "model.safetensors"})
+    return out
+
+
+def _trained_tokenizer(weights: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    if (weights / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(weights)
+    return None
+
+
+def model_card(config: ProjectConfig, train_dir: Path) -> str:
+    """A model card: what it was tuned for, from what, on which data (by hash), how, and with what loss."""
+    summary = _read_json(train_dir / "summary.json")
+    lineage = _read_json(train_dir / "lineage.json")
+    data = lineage.get("inputs", {})
+    lines = [
+        f"# {config.name}",
+        "",
+        f"Instruction-tuned with adhere from `{config.model.base}` "
+        f"for the task `{config.spec.task}`. {config.spec.description}".rstrip(),
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        'model = AutoModelForCausalLM.from_pretrained("PATH")',
+        'tokenizer = AutoTokenizer.from_pretrained("PATH")',
+        'ids = tokenizer.apply_chat_template([{"role": "user", "content": "..."}], add_generation_prompt=True, return_tensors="pt")',
+        "```",
+        "",
+        "## Training",
+        "",
+        f"- method: {config.train.method}" + (f" (LoRA r={config.train.lora.r}, alpha={config.train.lora.alpha})" if config.train.method == "lora" else ""),
+        f"- learning rate {config.train.lr}, {config.train.schedule} schedule, batch {config.train.batch_size} x {config.train.grad_accum} accumulation, max length {config.train.max_length}",
+        f"- steps: {summary.get('steps')}, trained tokens: {summary.get('trained_tokens')}",
+        f"- final train loss: {_fmt(summary.get('final_train_loss'))}, final eval loss: {_fmt(summary.get('final_eval_loss'))}",
+        "",
+        "## Data",
+        "",
+    ]
+    lines += [f"- {name}: `{entry['path']}` (sha256 `{entry['sha256'][:16]}...`)" for name, entry in data.items()] or ["- unknown"]
+    if config.spec.system_prompt:
+        lines += ["", "## System prompt", "", config.spec.system_prompt]
+    return "\n".join(lines) + "\n"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "n/a"
