@@ -123,11 +123,11 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
         first_step, tokens_seen = progress["step"] + 1, progress["trained_tokens"]
         for _ in range(progress["step"] * tc.grad_accum):  # the data stream, exactly where it was
             next(stream)
-        kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= progress["step"]]
+        kept = [line for line in metrics_path.read_text().splitlines() if _logged_step(line) <= progress["step"]]
         metrics_path.write_text("".join(line + "\n" for line in kept))
     else:
         metrics_path.write_text("")
-    started, start_tokens = time.perf_counter(), tokens_seen
+    started, start_tokens, final_eval = time.perf_counter(), tokens_seen, None
     for step in range(first_step, total_steps + 1):
         window = [collate(next(stream), pad_id) for _ in range(tc.grad_accum)]
         # Loss normalisation: the summed token losses of every micro-batch of this step are divided
@@ -154,8 +154,8 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
 
             raise UserError(f"training stopped at step {step}: the loss is {loss}; lower train.lr or check the data")
         tokens_seen += trained
-        if tc.eval_every and step % tc.eval_every == 0 and eval_ex and step < total_steps:
-            eval_loss = evaluate(loss_fn, eval_ex, tc.batch_size, pad_id, accelerator)
+        if eval_ex and (step == total_steps or (tc.eval_every and step % tc.eval_every == 0)):
+            eval_loss = final_eval = evaluate(loss_fn, eval_ex, tc.batch_size, pad_id, accelerator)
         if tc.save_every and step % tc.save_every == 0 and step < total_steps and accelerator.is_main_process:
             state = {"trained_tokens": tokens_seen, "eval_loss": eval_loss}
             checkpoints.save(run_dir, step, model, optimizer, scheduler, state, tc.keep_last)
@@ -173,7 +173,6 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
                     handle.write(json.dumps(record) + "\n")
             log(record)
 
-    final_eval = evaluate(loss_fn, eval_ex, tc.batch_size, pad_id, accelerator) if eval_ex else None
     summary = {"steps": total_steps, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
                "trained_tokens": tokens_seen, "final_train_loss": loss, "final_eval_loss": final_eval,
                "seconds": round(time.perf_counter() - started, 2), "bf16": bf16, "device": device}
@@ -183,3 +182,11 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
         tokenizer.save_pretrained(out)  # the exact chat template used in training travels with the weights
     return summary
 
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics.jsonl line; a line torn by a kill mid-write counts as after every checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError):
+        return math.inf

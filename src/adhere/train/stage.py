@@ -38,8 +38,35 @@ def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m:
     run_dir = runs.start_stage(config, "train")
     summary = train(config, run_dir, log, resume=checkpoint)
     runs.write_json_atomic(run_dir / "summary.json", summary)
+    plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
     data_dir = config.stage_dir("data")
     inputs = {name: data_dir / f"{name}.jsonl" for name in ("train", "eval") if (data_dir / f"{name}.jsonl").is_file()}
     weights = run_dir / ("adapter" if config.train.method == "lora" else "model")
     runs.write_lineage(run_dir, config, inputs, {"weights": weights, "metrics": run_dir / "metrics.jsonl"})
     return run_dir
+
+
+def plot_losses(metrics: Path, out: Path) -> Path | None:
+    """Train loss per step and eval loss where measured, as a PNG beside metrics.jsonl."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train", color="#4C72B0", linewidth=1)
+    evals = [r for r in rows if "eval_loss" in r]
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval", color="#C44E52")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss per trained token")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
