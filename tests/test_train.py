@@ -180,3 +180,14 @@ def test_export_loads_without_adhere_and_matches_the_trained_model(tmp_path: Pat
     assert exported.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     card = (folder / "README.md").read_text()
     assert f"method: {method}" in card and "sha256" in card
+
+
+def test_dry_run_estimate_counts_and_times_without_writing_a_run(tmp_path: Path, tiny_dir: Path) -> None:
+    from adhere.train.estimate import estimate
+
+    path = make_project(tmp_path, tiny_dir, "  epochs: 2\n  batch_size: 2\n  grad_accum: 2\n", n_train=10)
+    facts = estimate(load_config(path))
+    assert facts["examples"] == 10 and facts["steps_per_epoch"] == 3 and facts["total_steps"] == 6
+    assert facts["trained_tokens_per_epoch"] < facts["tokens_per_epoch"]
+    assert facts["seconds_per_step"] > 0 and facts["peak_memory_gib"] > 0
+    assert not (tmp_path / "runs" / "p" / "train").exists()

@@ -190,6 +190,7 @@ def train(
     path: ConfigPath,
     overrides: Overrides = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint (train.save_every).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count examples, tokens and steps; time a few steps; train nothing.")] = False,
 ) -> None:
     """Step 4: tune the base model on workdir/data/train.jsonl (LoRA or full); writes workdir/train/."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -197,6 +198,16 @@ def train(
     import adhere.train
 
     config = _load(path, overrides)
+    if dry_run:
+        from adhere.train.estimate import estimate
+
+        err.print("Timing a few steps on the real model and data...")
+        facts = estimate(config)
+        table = Table(show_header=False, box=None)
+        for key, value in facts.items():
+            table.add_row(key.replace("_", " "), str(value))
+        out.print(table)
+        return
     columns = (TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as progress:
         task = progress.add_task("loading", total=None)

@@ -129,6 +129,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
         metrics_path.write_text("")
     started, start_tokens, final_eval = time.perf_counter(), tokens_seen, None
     for step in range(first_step, total_steps + 1):
+        step_started = time.perf_counter()
         window = [collate(next(stream), pad_id) for _ in range(tc.grad_accum)]
         # Loss normalisation: the summed token losses of every micro-batch of this step are divided
         # by the trained tokens of the whole accumulated batch (on every process), so batch 1 x
@@ -154,6 +155,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
 
             raise UserError(f"training stopped at step {step}: the loss is {loss}; lower train.lr or check the data")
         tokens_seen += trained
+        step_seconds = time.perf_counter() - step_started
         if eval_ex and (step == total_steps or (tc.eval_every and step % tc.eval_every == 0)):
             eval_loss = final_eval = evaluate(loss_fn, eval_ex, tc.batch_size, pad_id, accelerator)
         if tc.save_every and step % tc.save_every == 0 and step < total_steps and accelerator.is_main_process:
@@ -163,7 +165,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
             elapsed, done = time.perf_counter() - started, step - first_step + 1
             record = {"step": step, "loss": round(loss, 5), "lr": scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4),
                       "trained_tokens": tokens_seen, "tokens_per_s": round((tokens_seen - start_tokens) / elapsed, 1),
-                      "elapsed_s": round(elapsed, 2), "eta_s": round(elapsed / done * (total_steps - step), 1),
+                      "step_s": round(step_seconds, 3), "elapsed_s": round(elapsed, 2), "eta_s": round(elapsed / done * (total_steps - step), 1),
                       "total_steps": total_steps}
             if eval_loss is not None:
                 record["eval_loss"] = round(eval_loss, 5)
