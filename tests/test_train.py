@@ -191,3 +191,17 @@ def test_dry_run_estimate_counts_and_times_without_writing_a_run(tmp_path: Path,
     assert facts["trained_tokens_per_epoch"] < facts["tokens_per_epoch"]
     assert facts["seconds_per_step"] > 0 and facts["peak_memory_gib"] > 0
     assert not (tmp_path / "runs" / "p" / "train").exists()
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path: Path, tiny_dir: Path) -> None:
+    # A learning rate this high makes eval loss climb after the first evaluations.
+    settings = "  method: full\n  max_steps: 60\n  lr: 0.2\n  warmup_ratio: 0\n  schedule: constant\n  eval_every: 2\n  early_stopping_patience: 2\n  precision: fp32\n"
+    path = make_project(tmp_path, tiny_dir, settings, n_train=8)
+    run_dir = adhere.train.run(load_config(path))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    evals = [json.loads(line)["eval_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "eval_loss" in line]
+    assert summary["stopped_early"] and summary["steps"] < 60
+    assert summary["best_eval_loss"] == pytest.approx(min(evals), abs=1e-4)
+    assert summary["steps"] == summary["best_step"] + 2 * 2  # two evaluations without improvement
+    with pytest.raises(UserError, match="early stopping needs evaluations: set train.eval_every"):
+        load_config(path, ["train.eval_every=null"])

@@ -64,6 +64,14 @@ class TrainConfig(Section):
     """Write a checkpoint every this many steps, for `adhere train --resume`."""
     keep_last: PositiveInt = 2
     """Checkpoints kept (the one with the best eval loss is kept too)."""
+    early_stopping_patience: PositiveInt | None = None
+    """Stop after this many evaluations without a better eval loss; the best weights are the ones written."""
+
+    @model_validator(mode="after")
+    def _patience_needs_evaluations(self) -> TrainConfig:
+        if self.early_stopping_patience is not None and self.eval_every is None:
+            raise error_at(("early_stopping_patience",), "early stopping needs evaluations: set train.eval_every too")
+        return self
 
     @model_validator(mode="after")
     def _lora_only_with_lora(self) -> TrainConfig:

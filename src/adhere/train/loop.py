@@ -128,6 +128,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
     else:
         metrics_path.write_text("")
     started, start_tokens, final_eval = time.perf_counter(), tokens_seen, None
+    best, stop = Best(tc.early_stopping_patience), False
     for step in range(first_step, total_steps + 1):
         step_started = time.perf_counter()
         window = [collate(next(stream), pad_id) for _ in range(tc.grad_accum)]
@@ -158,6 +159,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
         step_seconds = time.perf_counter() - step_started
         if eval_ex and (step == total_steps or (tc.eval_every and step % tc.eval_every == 0)):
             eval_loss = final_eval = evaluate(loss_fn, eval_ex, tc.batch_size, pad_id, accelerator)
+            stop = best.update(step, eval_loss, model)
         if tc.save_every and step % tc.save_every == 0 and step < total_steps and accelerator.is_main_process:
             state = {"trained_tokens": tokens_seen, "eval_loss": eval_loss}
             checkpoints.save(run_dir, step, model, optimizer, scheduler, state, tc.keep_last)
@@ -174,8 +176,12 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
                 with metrics_path.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
             log(record)
+        if stop:
+            break
 
-    summary = {"steps": total_steps, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
+    if best.state is not None and final_eval is not None and best.loss < final_eval:
+        best.restore(model)  # the weights written below are the best evaluated ones
+    summary = {"steps": step, "stopped_early": stop, "best_step": best.step, "best_eval_loss": best.loss, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
                "trained_tokens": tokens_seen, "final_train_loss": loss, "final_eval_loss": final_eval,
                "seconds": round(time.perf_counter() - started, 2), "bf16": bf16, "device": device}
     if accelerator.is_main_process:
@@ -184,6 +190,29 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
         tokenizer.save_pretrained(out)  # the exact chat template used in training travels with the weights
     return summary
 
+
+
+class Best:
+    """The best eval loss so far, its step and trainable weights; says when patience runs out."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience, self.loss, self.step, self.state, self.bad = patience, math.inf, None, None, 0
+
+    def update(self, step: int, eval_loss: float, model: Any) -> bool:
+        """Record an evaluation; True when `patience` evaluations in a row did not improve on the best."""
+        if eval_loss < self.loss:
+            self.loss, self.step, self.bad = eval_loss, step, 0
+            self.state = checkpoints.trainable_state(model)
+            return False
+        self.bad += 1
+        return self.patience is not None and self.bad >= self.patience
+
+    def restore(self, model: Any) -> None:
+        """Put the best weights back into `model`."""
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in (self.state or {}).items():
+                params[name].copy_(tensor)
 
 
 def _logged_step(line: str) -> float:
