@@ -353,3 +353,13 @@ def test_size_limit_and_unknown_format(tmp_path: Path) -> None:
     _, run_dir = run_data(project(tmp_path, "  eval_fraction: 0\n  sources: [{path: u.jsonl}]\n"))
     (rejected,) = read_jsonl(run_dir / "rejected.jsonl")
     assert rejected["rule"] == "unknown_format" and "fields (answer, question) match no known format" in rejected["reason"]
+
+
+def test_spec_system_prompt_frames_every_example(tmp_path: Path) -> None:
+    rows = alpaca_rows(2) + [{"messages": [{"role": "system", "content": "Own system."}, {"role": "user", "content": "Hello there friend"}, {"role": "assistant", "content": "Hi!"}]}]
+    write_jsonl(tmp_path / "a.jsonl", rows[:2])
+    write_jsonl(tmp_path / "b.jsonl", rows[2:])
+    spec = "spec:\n  system_prompt: You review Python code.\n"
+    _, run_dir = run_data(project(tmp_path, "  eval_fraction: 0\n  sources: [{path: a.jsonl}, {path: b.jsonl}]\n", spec))
+    firsts = [r["messages"][0]["content"] for r in read_jsonl(run_dir / "train.jsonl")]
+    assert sorted(firsts) == ["Own system.", "You review Python code.", "You review Python code."]

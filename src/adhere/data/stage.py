@@ -182,6 +182,9 @@ def to_record(raw: RawRow, convert: Callable | None, fmt: str, data: DataConfig,
         if isinstance(raw.fields.get(key), str):
             meta.setdefault(key, raw.fields[key])
     meta.update(source=raw.source, row=raw.location, format=fmt)
+    if spec.system_prompt and messages[0]["role"] != "system":
+        # The spec's system prompt frames every conversation, here and in evaluation and serving alike.
+        messages = [{"role": "system", "content": spec.system_prompt, "weight": 1}, *messages]
     record = curate.normalize({"messages": messages, "meta": meta})
     if data.check_spec:
         check_against_spec(record, spec)
