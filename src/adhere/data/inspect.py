@@ -27,23 +27,14 @@ def sample_records(config: ProjectConfig, n: int) -> tuple[list[dict[str, Any]],
             return [json.loads(line) for _, line in zip(range(n), handle)], str(curated)
     if not config.data.sources:
         raise UserError("nothing to inspect: data.sources is empty and there is no workdir/data/train.jsonl")
-    from adhere.data.formats import CONVERTERS, detect_format, from_columns
     from adhere.data.records import Rejection
-    from adhere.data.sources import read_rows
+    from adhere.data.stage import source_records
 
     source = config.data.sources[0]
     records = []
-    for raw in read_rows(source.path):
-        if raw.fields is None:
-            continue
-        fmt = source.format if source.format != "auto" else detect_format(raw.fields)
-        convert = from_columns(source.columns) if fmt == "columns" else CONVERTERS.get(fmt or "")
-        try:
-            messages = convert(raw.fields) if convert else None
-        except Rejection:
-            continue
-        if messages:
-            records.append({"messages": messages, "meta": {"source": raw.source, "row": raw.location}})
+    for _, result in source_records(source, config.data, config.spec):
+        if not isinstance(result, Rejection):
+            records.append(result)
         if len(records) == n:
             break
     return records, f"{source.path} (not curated yet)"

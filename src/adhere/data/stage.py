@@ -15,7 +15,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from adhere import runs
 from adhere.data import curate, decontam
@@ -139,23 +139,12 @@ class Steps:
 def load_source(source: Source, data: DataConfig, spec: SpecConfig, ledger: Ledger) -> list[Record]:
     """Read, convert, validate and normalise one source's rows; rejected rows go to the ledger."""
     records: list[Record] = []
-    convert: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
-    fmt = source.format
-    if fmt == "columns":
-        convert = from_columns(source.columns)
-    elif fmt != "auto":
-        convert = CONVERTERS[fmt]
-    for raw in read_rows(source.path):
+    for raw, result in source_records(source, data, spec):
         ledger.rows_in[source.path] += 1
-        if convert is None and raw.fields is not None:
-            fmt = detect_format(raw.fields) or "auto"
-            convert = CONVERTERS.get(fmt)
-        try:
-            record = to_record(raw, convert, fmt, data, spec)
-        except Rejection as rejection:
-            ledger.reject(source.path, raw.location, rejection, raw.fields)
-            continue
-        records.append(record)
+        if isinstance(result, Rejection):
+            ledger.reject(source.path, raw.location, result, raw.fields)
+        else:
+            records.append(result)
     if source.max_rows is not None and len(records) > source.max_rows:
         rng = random.Random(data.seed)
         keep = set(rng.sample(range(len(records)), source.max_rows))
@@ -163,6 +152,24 @@ def load_source(source: Source, data: DataConfig, spec: SpecConfig, ledger: Ledg
         ledger.reject_records((r, cap) for i, r in enumerate(records) if i not in keep)
         records = [r for i, r in enumerate(records) if i in keep]
     return records
+
+
+def source_records(source: Source, data: DataConfig, spec: SpecConfig) -> Iterator[tuple[RawRow, Record | Rejection]]:
+    """Each row of a source with its canonical record or the reason it has none; the format is detected once."""
+    convert: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+    fmt = source.format
+    if fmt == "columns":
+        convert = from_columns(source.columns)
+    elif fmt != "auto":
+        convert = CONVERTERS[fmt]
+    for raw in read_rows(source.path):
+        if convert is None and raw.fields is not None:
+            fmt = detect_format(raw.fields) or "auto"
+            convert = CONVERTERS.get(fmt)
+        try:
+            yield raw, to_record(raw, convert, fmt, data, spec)
+        except Rejection as rejection:
+            yield raw, rejection
 
 
 def to_record(raw: RawRow, convert: Callable | None, fmt: str, data: DataConfig, spec: SpecConfig) -> Record:
