@@ -205,3 +205,20 @@ def test_early_stopping_keeps_the_best_weights(tmp_path: Path, tiny_dir: Path) -
     assert summary["steps"] == summary["best_step"] + 2 * 2  # two evaluations without improvement
     with pytest.raises(UserError, match="early stopping needs evaluations: set train.eval_every"):
         load_config(path, ["train.eval_every=null"])
+
+
+def test_two_processes_take_the_same_steps_as_one(tmp_path: Path, tiny_dir: Path) -> None:
+    """DDP over gloo on CPU: 2 processes x batch 2 see the examples of 1 process x batch 4, so the curves match."""
+    import subprocess
+    import sys
+
+    curves = []
+    for name, batch, launcher in (("one", 4, []), ("two", 2, ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])):
+        (tmp_path / name).mkdir()
+        path = make_project(tmp_path / name, tiny_dir, f"  method: full\n  max_steps: 6\n  lr: 0.01\n  precision: fp32\n  batch_size: {batch}\n", n_train=10)
+        result = subprocess.run([sys.executable, *launcher, "-m", "adhere", "train", str(path)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        metrics = (tmp_path / name / "runs" / "p" / "train" / "metrics.jsonl").read_text().splitlines()
+        curves.append([json.loads(line)["loss"] for line in metrics])
+    assert len(curves[0]) == 6
+    assert curves[0] == pytest.approx(curves[1], rel=1e-4)

@@ -16,6 +16,7 @@ and exit with code 2; `--debug` shows the traceback too.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -209,7 +210,8 @@ def train(
         out.print(table)
         return
     columns = (TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False) as progress:
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun or accelerate launch, one process reports
+    with Progress(*columns, console=err, transient=False, disable=not main_process) as progress:
         task = progress.add_task("loading", total=None)
 
         def log(metrics: dict) -> None:
@@ -219,6 +221,8 @@ def train(
             progress.update(task, completed=metrics["step"], total=metrics["total_steps"], description=text)
 
         run_dir = adhere.train.run(config, log=log, resume=resume)
+    if not main_process:
+        return
     summary = json.loads((run_dir / "summary.json").read_text())
     eval_text = f", eval loss {summary['final_eval_loss']:.4f}" if summary["final_eval_loss"] is not None else ""
     out.print(

@@ -58,12 +58,20 @@ def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def micro_batches(examples: list[Example], batch_size: int, seed: int) -> Iterator[list[Example]]:
-    """Micro-batches epoch after epoch, each epoch in a new seeded order."""
+def micro_batches(examples: list[Example], batch_size: int, seed: int, rank: int = 0, world: int = 1) -> Iterator[list[Example]]:
+    """This process's share of each micro-batch, epoch after epoch, each epoch in a new seeded order.
+
+    The order is drawn for global micro-batches of `batch_size * world` examples and process `rank`
+    takes every `world`-th of them, so N processes with batch b see exactly the examples one process
+    with batch N*b sees, and (with the normalisation below) take the same steps. A process left
+    without an example in a short last batch gets one with nothing to train, since every process
+    must take part in each backward pass.
+    """
     epoch = 0
     while True:
-        for indices in epoch_batches(examples, batch_size, seed, epoch):
-            yield [examples[i] for i in indices]
+        for indices in epoch_batches(examples, batch_size * world, seed, epoch):
+            share = [examples[i] for i in indices[rank::world]]
+            yield share or [Example(examples[indices[0]].input_ids, [IGNORE_INDEX] * len(examples[indices[0]].labels))]
         epoch += 1
 
 
@@ -106,14 +114,15 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
     eval_records = read_records(data_dir / "eval.jsonl") if (data_dir / "eval.jsonl").is_file() else []
     eval_ex = build_examples(eval_records, tokenizer, tc.max_length, "eval.jsonl") if eval_records else []
 
-    steps_per_epoch = math.ceil(math.ceil(len(train_ex) / tc.batch_size) / tc.grad_accum)
+    world = accelerator.num_processes
+    steps_per_epoch = math.ceil(math.ceil(len(train_ex) / (tc.batch_size * world)) / tc.grad_accum)
     total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     warmup = int(tc.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc.schedule, warmup, total_steps))
     loss_fn, optimizer = accelerator.prepare(TokenLoss(model), optimizer)
-    stream = micro_batches(train_ex, tc.batch_size, tc.seed)
+    stream = micro_batches(train_ex, tc.batch_size, tc.seed, accelerator.process_index, world)
     pad_id = tokenizer.pad_token_id
 
     metrics_path = run_dir / "metrics.jsonl"
