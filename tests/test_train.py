@@ -222,3 +222,22 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path: Path, tiny_dir: Path
         curves.append([json.loads(line)["loss"] for line in metrics])
     assert len(curves[0]) == 6
     assert curves[0] == pytest.approx(curves[1], rel=1e-4)
+
+
+def test_a_diverging_loss_stops_with_a_clear_message_and_keeps_checkpoints(tmp_path: Path, tiny_dir: Path) -> None:
+    path = make_project(tmp_path, tiny_dir, "  method: full\n  max_steps: 40\n  lr: 1000000.0\n  warmup_ratio: 0\n  schedule: constant\n  precision: fp32\n  save_every: 1\n  max_grad_norm: 1000000.0\n")
+    with pytest.raises(UserError, match=r"training stopped at step \d+: the loss is (nan|inf)") as info:
+        adhere.train.run(load_config(path))
+    stopped = int(str(info.value).split("step ")[1].split(":")[0])
+    kept = sorted(p.name for p in (tmp_path / "runs" / "p" / "train" / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert kept and kept[-1] == f"step-{stopped - 1:06d}"  # the last good step survives for --resume
+
+
+def test_gradient_checkpointing_changes_memory_not_results(tmp_path: Path, tiny_dir: Path) -> None:
+    curves = []
+    for flag in ("false", "true"):
+        (tmp_path / flag).mkdir()
+        path = make_project(tmp_path / flag, tiny_dir, f"  max_steps: 4\n  lr: 0.01\n  precision: fp32\n  lora: {{r: 4, dropout: 0}}\n  gradient_checkpointing: {flag}\n")
+        run_dir = adhere.train.run(load_config(path))
+        curves.append([json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()])
+    assert curves[0] == pytest.approx(curves[1], rel=1e-5) and curves[0][0] != curves[0][-1]

@@ -52,6 +52,8 @@ class TrainConfig(Section):
     """AdamW weight decay."""
     max_grad_norm: PositiveFloat = 1.0
     """Gradient clipping threshold."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory for long examples, about a third more time."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """'auto' uses bf16 autocast where the CPU or GPU supports it, fp32 otherwise."""
     seed: int = 0

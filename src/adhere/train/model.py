@@ -27,6 +27,10 @@ def build_model(model_cfg: ModelConfig, train_cfg: TrainConfig, device: str) -> 
     """(model ready to train, tokenizer). LoRA wraps the base model with PEFT; 'full' trains it as it is."""
     loaded = load_model(model_cfg, device=device, for_training=True)
     model = loaded.model
+    if train_cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
+        # transformers 5.x renamed gradient_checkpointing_enable; the old name warns until v6.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if train_cfg.method == "full":
         for param in model.parameters():
             param.requires_grad_(True)
