@@ -9,6 +9,7 @@ while the order stays random.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,3 +92,9 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
         mask[row, :n] = 1
         targets[row, : n - 1] = torch.tensor(example.labels[1:])
     return {"input_ids": ids, "attention_mask": mask, "targets": targets}
+
+
+def plan_steps(examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int | None, world: int = 1) -> tuple[int, int]:
+    """(optimizer steps per epoch, total steps): max_steps if set, else epochs' worth, at least 1."""
+    per_epoch = math.ceil(math.ceil(examples / (batch_size * world)) / grad_accum)
+    return per_epoch, max_steps or max(1, math.ceil(epochs * per_epoch))

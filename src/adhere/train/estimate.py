@@ -11,7 +11,6 @@ allocation and kernel selection).
 from __future__ import annotations
 
 import json
-import math
 import resource
 import statistics
 import tempfile
@@ -29,14 +28,13 @@ def estimate(config: ProjectConfig) -> dict[str, Any]:
     import torch
 
     from adhere.models import load_tokenizer
-    from adhere.train.batches import build_examples, read_records
+    from adhere.train.batches import build_examples, plan_steps, read_records
     from adhere.train.loop import train
 
     tc, data_dir = config.train, config.stage_dir("data")
     tokenizer = load_tokenizer(config.model)
     examples = build_examples(read_records(data_dir / "train.jsonl"), tokenizer, tc.max_length, str(data_dir / "train.jsonl"))
-    steps_per_epoch = math.ceil(math.ceil(len(examples) / tc.batch_size) / tc.grad_accum)
-    total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
+    steps_per_epoch, total_steps = plan_steps(len(examples), tc.batch_size, tc.grad_accum, tc.epochs, tc.max_steps)
     probe = config.model_copy(
         update={"train": tc.model_copy(update={"max_steps": PROBE_STEPS, "save_every": None, "eval_every": None})}
     )

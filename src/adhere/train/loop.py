@@ -18,7 +18,7 @@ import torch
 
 from adhere.models.masking import IGNORE_INDEX
 from adhere.train import checkpoints
-from adhere.train.batches import Example, build_examples, collate, epoch_batches, read_records
+from adhere.train.batches import Example, build_examples, collate, epoch_batches, plan_steps, read_records
 from adhere.train.model import build_model
 
 Log = Callable[[dict[str, Any]], None]
@@ -115,8 +115,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
     eval_ex = build_examples(eval_records, tokenizer, tc.max_length, "eval.jsonl") if eval_records else []
 
     world = accelerator.num_processes
-    steps_per_epoch = math.ceil(math.ceil(len(train_ex) / (tc.batch_size * world)) / tc.grad_accum)
-    total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
+    _, total_steps = plan_steps(len(train_ex), tc.batch_size, tc.grad_accum, tc.epochs, tc.max_steps, world)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     warmup = int(tc.warmup_ratio * total_steps)
