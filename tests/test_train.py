@@ -241,3 +241,22 @@ def test_gradient_checkpointing_changes_memory_not_results(tmp_path: Path, tiny_
         run_dir = adhere.train.run(load_config(path))
         curves.append([json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()])
     assert curves[0] == pytest.approx(curves[1], rel=1e-5) and curves[0][0] != curves[0][-1]
+
+
+@pytest.mark.embedded
+def test_a_short_real_run_on_the_embedded_model_lowers_eval_loss(tmp_path: Path) -> None:
+    colours, animals = ["red", "blue", "green", "black"], ["cat", "dog", "horse", "owl", "fox", "bear"]
+    rows = []
+    for i in range(40):
+        colour, animal = colours[i % 4], animals[i % 6]
+        answer = json.dumps({"animal": animal, "colour": colour, "legs": 2 if animal == "owl" else 4})
+        rows.append({"messages": [{"role": "user", "content": f"Describe a {colour} {animal} as JSON."},
+                                  {"role": "assistant", "content": answer}], "meta": {}})
+    data = tmp_path / "runs" / "p" / "data"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:32]))
+    (data / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[32:]))
+    (tmp_path / "adhere.yaml").write_text("name: p\ntrain:\n  max_steps: 8\n  batch_size: 4\n  lr: 0.001\n  eval_every: 1\n  max_length: 128\n")
+    run_dir = adhere.train.run(load_config(tmp_path / "adhere.yaml"))
+    evals = [json.loads(line)["eval_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert evals[-1] < 0.7 * evals[0], evals
