@@ -301,3 +301,19 @@ def test_reference_metrics_json_without_schema_skips_schema_validity():
                                   OutputFormat(format="json"), "id")
     assert one_field["field_tp"] == 4 and one_field["field_f1"] == 1.0
     assert reference_metrics('[1]', '[1]', OutputFormat(format="json"), None)["field_f1"] == 1.0
+
+
+def test_item_f1_matches_findings_on_their_key_fields_only():
+    from adhere.eval.metrics import field_rouge_l, item_f1, item_scores
+
+    ref = '{"suggestions": [{"line": 3, "rule": "bare-except", "message": "a"}, {"line": 7, "rule": "unused-import"}]}'
+    got = '{"suggestions": [{"line": 7, "rule": "unused-import", "message": "zzz"}, {"line": 4, "rule": "bare-except"}]}'
+    on_line = item_scores(got, ref, path="suggestions", key=("line", "rule"))
+    assert (on_line.tp, on_line.fp, on_line.fn) == (1, 1, 1) and on_line.f1 == 0.5
+    assert item_f1(got, ref, path="suggestions", key=("rule",)) == 1.0  # the wrong line is forgiven
+    assert item_f1("not json", ref, path="suggestions", key=("rule",)) == 0.0
+    assert item_f1('{"suggestions": []}', '{"suggestions": []}', path="suggestions", key=("rule",)) == 1.0
+    assert item_f1('{"other": []}', '{"suggestions": []}', path="suggestions", key=("rule",)) == 0.0
+    assert item_f1('{"suggestions": [{"rule": "x"}]}', '{"suggestions": []}', path="suggestions", key=("rule",)) == 0.0
+    assert field_rouge_l('{"summary": "two issues found"}', '{"summary": "two issues"}', path="summary") == 0.8
+    assert field_rouge_l('{"summary": 3}', '{"summary": "two issues"}', path="summary") == 0.0

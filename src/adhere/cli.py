@@ -1,10 +1,12 @@
 """The `adhere` command: a thin layer over the Python API.
 
     adhere init my-project        # write a commented adhere.yaml
+    adhere run adhere.yaml        # every step below, each redone only when its inputs changed
     adhere config check adhere.yaml --set train.lr=1e-4
     adhere spec adhere.yaml       # step 1: validate and write the spec
     adhere data adhere.yaml       # step 2: validate and curate the data
     adhere train adhere.yaml      # step 4: tune
+    adhere eval adhere.yaml       # step 5: base vs tuned, with report.html
     adhere export adhere.yaml     # merged model folder for transformers, vLLM, ...
     adhere doctor                 # is this machine ready?
 
@@ -230,6 +232,108 @@ def train(
         f"train loss {summary['final_train_loss']:.4f}{eval_text}"
     )
     out.print(f"Wrote {run_dir}/ ({'adapter' if config.train.method == 'lora' else 'model'}/, metrics.jsonl, summary.json)")
+
+
+@app.command()
+def run(
+    path: ConfigPath,
+    overrides: Overrides = None,
+    force: Annotated[Optional[list[str]], typer.Option("--force", help="Redo this stage even if it is current (repeatable): spec, data, baseline, train, eval.")] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Then serve the tuned model (adhere serve).")] = False,
+) -> None:
+    """All steps: spec, data, baseline eval, train, eval; skips what is current; prints base vs tuned."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from adhere import pipeline
+
+    config = _load(path, overrides)
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as progress:
+        tasks: dict[str, int] = {}
+        stage_started, stage_name = [time.perf_counter()], [""]
+
+        def report(event: str, details: dict) -> None:
+            head = f"[{details.get('index', '')}/{details.get('total', '')}] {details.get('title', '')}"
+            if event == "skip":
+                progress.console.print(f"{head}: [dim]current, skipped[/] (--force {details['name']} redoes it)")
+            elif event == "stage":
+                stage_started[0], stage_name[0] = time.perf_counter(), details["name"]
+                progress.console.print(f"[bold]{head}[/] ({details['name']})")
+            elif event == "done":
+                progress.console.print(f"{head}: done in {time.perf_counter() - stage_started[0]:.0f} s")
+            elif event == "log":
+                progress.console.print(f"  {escape(details['message'])}", highlight=False)
+            elif event == "train":
+                if "train" not in tasks:
+                    tasks["train"] = progress.add_task("  train", total=details["total_steps"])
+                task = tasks["train"]
+                text = f"  train: loss {details['loss']:.3f}" + (f", eval {details['eval_loss']:.3f}" if "eval_loss" in details else "")
+                progress.update(task, completed=details["step"], total=details["total_steps"], description=text)
+            elif event == "eval":
+                key = f"{stage_name[0]}: {details['label']}"
+                if key not in tasks:
+                    tasks[key] = progress.add_task(f"  {escape(details['label'])}", total=details["total"])
+                progress.update(tasks[key], completed=details["done"], total=details["total"])
+
+        eval_dir = pipeline.run(config, report, tuple(force or ()))
+    document = json.loads((eval_dir / "results.json").read_text())
+    for suite in document["suites"].values():
+        out.print(eval_table(suite, list(document["models"])))
+    out.print(f"Done in {time.perf_counter() - started:.0f} s. Report: {eval_dir / 'report.html'}")
+    if serve:
+        from adhere.serve import run as serve_run
+
+        serve_run(config)
+
+
+@app.command("eval")
+def eval_(path: ConfigPath, overrides: Overrides = None) -> None:
+    """Step 5: evaluate base vs tuned on eval.suites; writes workdir/eval/ (results.json, samples.jsonl, report.html)."""
+    from adhere.eval import run as eval_run
+
+    config = _load(path, overrides)
+    run_dir = eval_run(config, log=lambda message: err.print(escape(message), highlight=False))
+    document = json.loads((run_dir / "results.json").read_text())
+    for suite in document["suites"].values():
+        out.print(eval_table(suite, list(document["models"])))
+    out.print(f"Wrote {run_dir}/ (results.json, samples.jsonl, report.html)")
+
+
+def eval_table(suite: dict, models: list[str]) -> Table:
+    """One suite's headline metrics, a column per model with its 95% CI, then the change vs the first model."""
+    counts = suite["counts"]
+    skipped = sum(counts["skipped"].values())
+    caption = f"{counts['scored']} of {counts['prompts']} prompts scored" + (f", {skipped} skipped" if skipped else "")
+    table = Table(title=f"{suite['title']} ({caption})", title_justify="left")
+    table.add_column("metric")
+    for model in models:
+        table.add_column(model, justify="right")
+    table.add_column("change", justify="right")
+    for metric in suite["metrics"].values():
+        cells = [_metric_cell(metric["models"].get(model), metric["kind"]) for model in models]
+        table.add_row(metric["label"], *cells, _change_cell(metric.get("comparison"), metric["kind"]))
+    return table
+
+
+def _metric_cell(entry: dict | None, kind: str) -> str:
+    if entry is None:
+        return "-"
+    show = (lambda v: f"{100 * v:.1f}") if kind == "rate" else (lambda v: f"{v:.3f}" if kind == "score" else f"{v:.2f}")
+    ci = f" [{show(entry['ci'][0])}, {show(entry['ci'][1])}]" if entry.get("ci") else ""
+    return f"{show(entry['value'])}{ci}"
+
+
+def _change_cell(comparison: dict | None, kind: str) -> str:
+    if not comparison:
+        return ""
+    scale, unit = (100, " pts") if kind == "rate" else (1, "")
+    p = comparison.get("p_value")
+    mark = "" if p is None else (" *" if p < 0.05 else "")
+    return f"{scale * comparison['delta']:+.1f}{unit}{mark} (p={p:.3g})" if p is not None else f"{scale * comparison['delta']:+.1f}{unit}"
 
 
 @app.command()

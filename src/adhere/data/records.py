@@ -9,8 +9,12 @@ keeps a turn as context without training on it. Multi-turn is allowed.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from adhere.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 
@@ -86,3 +90,17 @@ def response_text(record: dict[str, Any]) -> str:
 
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Canonical records from a JSONL file written by `adhere data`."""
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run `adhere data adhere.yaml` first")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); re-run `adhere data`") from None
+    return records

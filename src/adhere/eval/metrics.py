@@ -267,3 +267,57 @@ def reference_metrics(
         field_tp=scores.tp, field_fp=scores.fp, field_fn=scores.fn,
     )
     return metrics
+
+
+def _at(value: Any, path: str) -> Any:
+    """The value at a dotted path of object keys ('review.suggestions'), or None when it is not there."""
+    for part in path.split(".") if path else []:
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def item_scores(response: str, reference: str, *, path: str, key: tuple[str, ...]) -> FieldScores:
+    """Precision, recall and F1 of the items of the list at `path`, each item identified by its `key` fields only.
+
+        >>> s = item_scores('{"s": [{"line": 3, "rule": "a"}, {"line": 9, "rule": "b"}]}',
+        ...                 '{"s": [{"line": 3, "rule": "a", "message": "m"}]}', path="s", key=("line", "rule"))
+        >>> (s.tp, s.fp, s.fn)
+        (1, 1, 0)
+
+    With key ("line", "rule") this is the F1 of code-review findings; with ("rule",) it forgives a wrong line.
+    Items are a multiset (two identical findings count twice); an item missing a key field matches nothing.
+    Both lists empty is a perfect answer (tp = fp = fn = 0, and F1 is then defined as 1.0 by `item_f1`).
+    A response that does not parse, or has no list there, finds nothing: fn = every reference item.
+    """
+    def items(text: str) -> Counter:
+        ok, value = parse_json(text)
+        found = _at(value, path) if ok else None
+        rows = found if isinstance(found, list) else []
+        return Counter(tuple(_scalar(row.get(f)) if f in row else ("missing", i) for f in key)
+                       for i, row in enumerate(rows) if isinstance(row, dict))
+
+    expected, got = items(reference), items(response)
+    tp = sum((expected & got).values())
+    return FieldScores(tp=tp, fp=sum(got.values()) - tp, fn=sum(expected.values()) - tp)
+
+
+def item_f1(response: str, reference: str, *, path: str, key: tuple[str, ...]) -> float:
+    """`item_scores(...).f1`, with an empty reference answered by an empty list scoring 1.0 (nothing to find, nothing found)."""
+    scores = item_scores(response, reference, path=path, key=key)
+    if scores.tp == scores.fp == scores.fn == 0:
+        ok, value = parse_json(response)
+        return 1.0 if ok and isinstance(_at(value, path), list) else 0.0
+    return scores.f1
+
+
+def field_rouge_l(response: str, reference: str, *, path: str) -> float:
+    """ROUGE-L F1 of the string at `path` (e.g. 'summary') of both JSON answers; 0.0 if the response lacks it."""
+    ok, value = parse_json(response)
+    got = _at(value, path) if ok else None
+    _, ref_value = parse_json(reference)
+    expected = _at(ref_value, path)
+    if not isinstance(expected, str):
+        return 0.0
+    return rouge_l(got, expected) if isinstance(got, str) else 0.0

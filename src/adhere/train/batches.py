@@ -8,13 +8,12 @@ while the order stays random.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from adhere.data.records import read_records  # noqa: F401  (re-exported: the loop reads records through here)
 from adhere.errors import UserError
 from adhere.models.masking import IGNORE_INDEX, render
 
@@ -31,20 +30,6 @@ class Example:
     @property
     def trained_tokens(self) -> int:
         return sum(label != IGNORE_INDEX for label in self.labels)
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Canonical records from a JSONL file written by `adhere data`."""
-    if not path.is_file():
-        raise UserError(f"{path}: not found; run `adhere data adhere.yaml` first")
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); re-run `adhere data`") from None
-    return records
 
 
 def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: int, where: str) -> list[Example]:

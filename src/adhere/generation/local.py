@@ -1,0 +1,273 @@
+"""Answers from a local Hugging Face causal LM: the base model, base + a LoRA adapter, or a merged folder.
+
+    from adhere.generation import GenerationParams, LocalBackend
+    backend = LocalBackend.load(config.model)                                   # the base model
+    backend = LocalBackend.load(config.model, adapter="workdir/train/adapter")  # base + what `adhere train` wrote
+    backend = LocalBackend.load("workdir/export")                               # a merged or full model folder
+    answers = backend.generate(chats, GenerationParams(max_new_tokens=256))
+
+Prompts are rendered with the tokenizer's own chat template exactly as training renders them
+(`adhere.models.masking`): the adapter folder's tokenizer when it has one, with the generation
+prompt. They are sorted by length and generated `batch_size` at a time, left-padded, with the
+KV cache, greedy at temperature 0; each answer stops at the template's end-of-turn token or eos.
+Settings GenerationParams does not name (a repetition_penalty in the model's generation_config.json)
+apply as the model's author set them, as vLLM does; that file is part of the backend's identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+from adhere.errors import UserError
+from adhere.generation.backend import Generation, GenerationParams, Progress, check_chats
+from adhere.generation.sampling import seeded_sampler
+from adhere.models.config import ModelConfig
+
+Precision = Literal["auto", "float32", "bfloat16"]
+# Files whose names, sizes and mtimes make a model's identity: weights, config and tokenizer.
+IDENTITY_SUFFIXES = (".safetensors", ".gguf", ".json", ".jinja", ".model", ".txt")
+
+
+class LocalBackend:
+    """A loaded model and tokenizer that answer chats in length-sorted, left-padded batches."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, weights_id: str, batch_size: int = 8,
+                 precision: Precision = "auto") -> None:
+        """Wrap a model already loaded (eval mode); `weights_id` must change whenever its weights do."""
+        if not tokenizer.chat_template:
+            raise UserError(f"{name}: the tokenizer has no chat template; set model.chat_template")
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        self.bf16_autocast = _use_bf16_autocast(precision, model, self.device.type)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.stop_ids = stop_token_ids(tokenizer, model)
+        self.max_positions = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+        numerics = f"{self.device.type}:{'bf16-autocast' if self.bf16_autocast else next(model.parameters()).dtype}"
+        self.identity = "local:" + _digest([weights_id, tokenizer.chat_template, sorted(self.stop_ids), numerics])
+        if self.device.type == "cpu":
+            _limit_threads()
+
+    @classmethod
+    def load(cls, model: ModelConfig | str | Path, adapter: str | Path | None = None, *, batch_size: int = 8,
+             device: str | None = None, precision: Precision = "auto") -> LocalBackend:
+        """Load the base model (a ModelConfig, or a folder / .gguf / hub id), and merge `adapter` into it if given."""
+        from adhere.models import load_model
+
+        cfg = model if isinstance(model, ModelConfig) else ModelConfig(base=str(model))
+        adapter_dir = Path(adapter).expanduser().resolve() if adapter is not None else None
+        if adapter_dir is not None and not (adapter_dir / "adapter_config.json").is_file():
+            raise UserError(
+                f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json); give the adapter/ folder "
+                "that `adhere train` wrote, or load a merged or full model folder as the model itself"
+            )
+        loaded = load_model(cfg, device=device)
+        net, tokenizer, name = loaded.model, loaded.tokenizer, f"local:{loaded.source}"
+        paths = [Path(loaded.source)]
+        if adapter_dir is not None:
+            net = _merge_adapter(net, adapter_dir, cfg.base)
+            tokenizer = _trained_tokenizer(adapter_dir, cfg.base) or tokenizer
+            name, paths = f"{name} + adapter:{adapter_dir}", [*paths, adapter_dir]
+        return cls(net, tokenizer, name=name, weights_id=files_fingerprint(paths), batch_size=batch_size,
+                   precision=precision)
+
+    def generate(
+        self, chats: list[list[dict[str, Any]]], params: GenerationParams, progress: Progress | None = None
+    ) -> list[Generation]:
+        """One Generation per chat, in input order; `progress` is called after each batch for its chats."""
+        prompts = [self.encode(chat, i) for i, chat in enumerate(check_chats(chats))]
+        results: list[Generation | None] = [None] * len(prompts)
+        # Longest first: similar lengths share a batch (less padding), and a batch too big for memory fails first.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        fits = [i for i in order if len(prompts[i]) < self.max_positions]
+        for i in (i for i in order if len(prompts[i]) >= self.max_positions):
+            results[i] = Generation("", "error", len(prompts[i]), 0, error=(
+                f"the prompt is {len(prompts[i])} tokens; {self.name} reads at most {self.max_positions}"))
+            if progress is not None:
+                progress(i, results[i])
+        for start in range(0, len(fits), self.batch_size):
+            batch = fits[start:start + self.batch_size]
+            for i, generation in zip(batch, self._generate_batch([prompts[i] for i in batch], params)):
+                results[i] = generation
+                if progress is not None:
+                    progress(i, generation)
+        return results  # type: ignore[return-value]  # every slot was filled above
+
+    def encode(self, chat: list[dict[str, str]], index: int = 0) -> list[int]:
+        """Token ids of `chat` with the generation prompt, rendered as training renders (adhere.models.masking)."""
+        from jinja2 import TemplateError
+
+        try:
+            encoding = self.tokenizer.apply_chat_template(
+                chat, tokenize=True, return_dict=True, add_generation_prompt=True,
+                sanitize_control_tokens=True,  # as in training: a quoted "<|im_end|>" in a prompt is text
+            )
+        except TemplateError as exc:
+            raise UserError(f"chats[{index}]: the chat template of {self.name} rejected it: {exc}") from None
+        return list(encoding["input_ids"])
+
+    def _generate_batch(self, prompts: list[list[int]], params: GenerationParams) -> list[Generation]:
+        """Generate for prompts of any lengths; a batch that runs out of memory is split in two and retried."""
+        import torch
+
+        started = time.perf_counter()
+        try:
+            rows = self.generate_ids(prompts, params)
+        except (torch.OutOfMemoryError, MemoryError):
+            if len(prompts) == 1:
+                return [Generation("", "error", len(prompts[0]), 0, seconds=time.perf_counter() - started,
+                                   error=f"out of memory generating for a prompt of {len(prompts[0])} tokens")]
+            half = len(prompts) // 2
+            return self._generate_batch(prompts[:half], params) + self._generate_batch(prompts[half:], params)
+        seconds = time.perf_counter() - started
+        return [self._finish(prompt, row, seconds) for prompt, row in zip(prompts, rows)]
+
+    def generate_ids(self, prompts: list[list[int]], params: GenerationParams) -> list[list[int]]:
+        """The new token ids of each prompt (up to and including its stop token), from one left-padded generate call."""
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):  # left padding: every prompt ends where generation starts
+            input_ids[row, width - len(prompt):] = torch.tensor(prompt)
+            attention_mask[row, width - len(prompt):] = 1
+        config = GenerationConfig(
+            max_new_tokens=min(params.max_new_tokens, self.max_positions - width), do_sample=False, num_beams=1,
+            eos_token_id=sorted(self.stop_ids), pad_token_id=self.pad_id, use_cache=True,
+        )
+        # Sampling is done by our processor (one seeded generator per row); generate then takes its only choice.
+        processors = LogitsProcessorList()
+        if params.temperature > 0:
+            processors.append(seeded_sampler(prompts, params, self.device))
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16_autocast else nullcontext()
+        with torch.inference_mode(), autocast:
+            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                                      generation_config=config, logits_processor=processors)
+        rows = out[:, width:].tolist()
+        # A finished row is filled with pad tokens until the batch's last row finishes: cut after its stop token.
+        return [row[: next((k + 1 for k, t in enumerate(row) if t in self.stop_ids), len(row))] for row in rows]
+
+    def _finish(self, prompt: list[int], new: list[int], seconds: float) -> Generation:
+        """Cut a row at its first stop token ('stop'); a row without one ran out of tokens ('length')."""
+        stop = next((k for k, token in enumerate(new) if token in self.stop_ids), None)
+        kept = new if stop is None else new[:stop]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        completion = len(new) if stop is None else stop + 1  # the end-of-turn token was generated too
+        return Generation(text, "length" if stop is None else "stop", len(prompt), completion, seconds=seconds)
+
+
+def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:
+    """eos (the tokenizer's and the model's generation config's) plus the chat template's end-of-turn token.
+
+    The end of turn is the first special token the template writes after an assistant message's
+    content: `<|im_end|>` for ChatML, `<|eot_id|>` for Llama 3, `<end_of_turn>` for Gemma.
+    """
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        ids.update(value if isinstance(value, list) else [] if value is None else [value])
+    from jinja2 import TemplateError
+
+    probe = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]
+    try:
+        prompt = tokenizer.apply_chat_template(probe[:1], tokenize=True, return_dict=True, add_generation_prompt=True)
+        whole = tokenizer.apply_chat_template(probe, tokenize=True, return_dict=True)
+    except (TemplateError, ValueError, TypeError, KeyError, IndexError):  # the template rejects the probe: eos alone
+        return ids
+    prompt_ids, whole_ids = list(prompt["input_ids"]), list(whole["input_ids"])
+    special = set(tokenizer.all_special_ids)
+    special.update(i for i, token in tokenizer.added_tokens_decoder.items() if token.special)
+    if whole_ids[: len(prompt_ids)] == prompt_ids:
+        ids.update(next(([t] for t in whole_ids[len(prompt_ids):] if t in special), []))
+    return ids
+
+
+def files_fingerprint(paths: list[Path]) -> str:
+    """A hash of the names, sizes and modification times of the model files in `paths` (folders or files).
+
+    Stat, not content: hashing SmolLM2-135M's 0.54 GB would take ~1 s per load, a 7B model's 15 GB
+    ~30 s. A copied or re-saved folder gets new mtimes, so it misses the cache: safe, never stale.
+    """
+    entries = []
+    for path in paths:
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        for file in files:
+            if file.is_file() and file.suffix in IDENTITY_SUFFIXES:
+                stat = file.stat()  # follows the symlinks of a hub cache snapshot to the blobs
+                entries.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
+    return _digest(entries)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _merge_adapter(model: Any, adapter: Path, base: str) -> Any:
+    """Base + LoRA merged into plain weights: one matmul per layer instead of three, as `adhere export` does."""
+    import warnings
+
+    from peft import PeftModel
+
+    # peft 0.21 calls transformers' deprecated `is_gradient_checkpointing` (as in adhere.train.model);
+    # upstream's warning says nothing to our users. Remove when peft uses the new name.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    try:
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as exc:  # shapes or module names of another base model
+        raise UserError(
+            f"{adapter}: the adapter does not fit the base model {base!r} ({str(exc).splitlines()[0][:200]}); "
+            "load it on the base model it was trained from (model.base in the train stage's config.yaml)"
+        ) from None
+
+
+def _trained_tokenizer(adapter: Path, base: str) -> Any:
+    """The tokenizer `adhere train` saved beside the adapter (the exact chat template of training), or None."""
+    if not (adapter / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    if tokenizer.pad_token is None:  # batching needs one; masked out by the attention mask
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _use_bf16_autocast(precision: Precision, model: Any, device_type: str) -> bool:
+    """bf16 autocast for float32 weights: only when asked; 'auto' leaves CPU generation in float32.
+
+    Measured on SmolLM2-135M, 2 cores without AVX-512 BF16 (bench/eval_bench.py --bf16): see
+    docs/benchmarks.md. On CUDA, load_model already loads bf16 weights where the GPU supports them.
+    """
+    import torch
+
+    if precision == "float32" or next(model.parameters()).dtype != torch.float32:
+        return False
+    return precision == "bfloat16"
+
+
+def _limit_threads() -> None:
+    """Use no more torch threads than the CPUs this process may run on (affinity and cgroup quota).
+
+    torch starts one thread per physical core of the host; in a container with a 2-CPU quota on a
+    64-core host the extra threads only wait for each other. OMP_NUM_THREADS, when set, wins.
+    """
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            usable = min(usable, max(1, int(int(quota) / int(period) + 0.5)))
+    except (OSError, ValueError):
+        pass
+    if torch.get_num_threads() > usable:
+        torch.set_num_threads(usable)

@@ -1,0 +1,44 @@
+"""Reproducible sampling for the local backend: one seeded generator per prompt.
+
+`model.generate(do_sample=True)` draws from torch's global generator, so an answer would depend
+on which prompts shared its batch and in what order. Here each row draws from its own
+generator, seeded from (params.seed, the prompt's token ids): the same prompt and seed give
+the same answer alone, in any batch, in any run. The processor returns logits that are 0 at the
+drawn token and -inf elsewhere, so generate's greedy step takes exactly that token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from adhere.generation.backend import GenerationParams
+
+
+def row_seed(seed: int, prompt: list[int]) -> int:
+    """A 63-bit seed from the run's seed and one prompt's token ids."""
+    digest = hashlib.sha256(f"{seed}:{','.join(map(str, prompt))}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seeded_sampler(prompts: list[list[int]], params: GenerationParams, device: Any) -> Any:
+    """A LogitsProcessor that samples row r of the batch with temperature and top-p from prompts[r]'s generator."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class SeededSampler(LogitsProcessor):
+        def __init__(self) -> None:
+            self.generators = [torch.Generator(device=device).manual_seed(row_seed(params.seed, p)) for p in prompts]
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            probs = torch.softmax(scores.float() / params.temperature, dim=-1)
+            if params.top_p < 1.0:  # nucleus: keep the most likely tokens until their mass reaches top_p
+                ordered, index = probs.sort(dim=-1, descending=True)
+                ordered[(ordered.cumsum(dim=-1) - ordered) >= params.top_p] = 0.0  # the first token always stays
+                probs = torch.zeros_like(probs).scatter_(-1, index, ordered)
+            chosen = torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.generators)])
+            out = torch.full_like(scores, float("-inf"))
+            out[torch.arange(len(chosen), device=scores.device), chosen] = 0.0
+            return out
+
+    return SeededSampler()

@@ -1,0 +1,168 @@
+"""The main job: all steps in order, each redone only when what it is made from changed.
+
+    adhere run adhere.yaml                  # spec -> data -> baseline -> train -> eval
+    adhere run adhere.yaml --force train    # redo training (and what depends on it)
+    adhere run adhere.yaml --serve          # then serve the tuned model
+
+Stages hand each other files (house style 1). Each finished stage leaves
+`workdir/<stage>/fingerprint.json`: a hash of the config sections it reads and
+of its input files. A stage whose fingerprint still matches and whose outputs
+exist is skipped, so a second `adhere run` after a crash or a config change
+redoes only what changed; a changed output changes the next stage's inputs, so
+the redo flows downstream. A training run cut off mid-way resumes from its
+last checkpoint when its fingerprint is unchanged. A failing stage raises
+before it writes its fingerprint, and earlier stages' outputs stay as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adhere import runs
+from adhere.errors import UserError
+
+if TYPE_CHECKING:
+    from adhere.config import ProjectConfig
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    title: str
+    sections: tuple[str, ...]  # config sections the stage reads
+    inputs: Callable[[ProjectConfig], dict[str, Path]]  # files it reads
+    outputs: tuple[str, ...]  # files it writes in workdir/<name>/ (all must exist for a skip)
+
+
+def _data_inputs(config: ProjectConfig) -> dict[str, Path]:
+    files = {f"source{i}": Path(s.path) for i, s in enumerate(config.data.sources)}
+    if config.data.eval_file:
+        files["eval_file"] = Path(config.data.eval_file)
+    return files
+
+
+def _eval_inputs(config: ProjectConfig) -> dict[str, Path]:
+    data = config.stage_dir("data")
+    files = {"eval_split": data / "eval.jsonl"}
+    if config.eval.ifeval_file:
+        files["ifeval"] = Path(config.eval.ifeval_file)
+    if config.eval.custom_file:
+        files["custom"] = Path(config.eval.custom_file)
+    return files
+
+
+def _tuned_inputs(config: ProjectConfig) -> dict[str, Path]:
+    from adhere.eval.backends import tuned_weights
+
+    return {**_eval_inputs(config), "weights": tuned_weights(config)}
+
+
+STAGES = (
+    Stage("spec", "Define the target instructions", ("spec",), lambda c: {}, ("spec.json",)),
+    Stage("data", "Curate the data", ("spec", "data", "model"), _data_inputs, ("train.jsonl", "eval.jsonl")),
+    Stage("baseline", "Evaluate the base model", ("spec", "model", "eval"), _eval_inputs, ("results.json",)),
+    Stage("train", "Tune", ("spec", "model", "train"),
+          lambda c: {s: c.stage_dir("data") / f"{s}.jsonl" for s in ("train", "eval")}, ("summary.json",)),
+    Stage("eval", "Evaluate base vs tuned", ("spec", "model", "train", "eval"), _tuned_inputs,
+          ("results.json", "report.html")),
+)
+NAMES = tuple(stage.name for stage in STAGES)
+
+
+def fingerprint(stage: Stage, config: ProjectConfig) -> str:
+    """SHA-256 of the config sections `stage` reads and the contents of its input files."""
+    from importlib import metadata
+
+    sections = {name: getattr(config, name).model_dump(mode="json") for name in stage.sections}
+    files = {}
+    for name, path in stage.inputs(config).items():
+        if not path.exists():
+            raise UserError(f"{stage.name}: its input {path} is missing; run the stages before it (adhere run does)")
+        files[name] = runs.file_hash(path)
+    document = {"stage": stage.name, "sections": sections, "inputs": files, "adhere": metadata.version("adhere")}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def is_current(stage: Stage, config: ProjectConfig) -> bool:
+    """Whether `stage`'s outputs exist and were made from the current config and inputs."""
+    folder = config.stage_dir(stage.name)
+    record = folder / "fingerprint.json"
+    if not record.is_file() or not all((folder / name).is_file() for name in stage.outputs):
+        return False
+    try:
+        return json.loads(record.read_text())["sha256"] == fingerprint(stage, config)
+    except (UserError, ValueError, KeyError):
+        return False
+
+
+Reporter = Callable[[str, dict[str, Any]], None]  # (event, details): 'stage', 'skip', 'done', 'train', 'eval', 'log'
+
+
+def run(config: ProjectConfig, report: Reporter = lambda event, details: None, force: tuple[str, ...] = ()) -> Path:
+    """Run every stage that is not current (and those in `force`); return workdir/eval/."""
+    unknown = [name for name in force if name not in NAMES]
+    if unknown:
+        raise UserError(f"--force {unknown[0]}: no such stage; stages are {', '.join(NAMES)}")
+    for index, stage in enumerate(STAGES, start=1):
+        details = {"index": index, "total": len(STAGES), "name": stage.name, "title": stage.title}
+        if stage.name not in force and is_current(stage, config):
+            report("skip", details)
+            continue
+        report("stage", details)
+        folder = config.stage_dir(stage.name)
+        pending = folder / "fingerprint.pending.json"
+        resume = stage.name == "train" and _can_resume(config, pending, stage)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "fingerprint.json").unlink(missing_ok=True)  # no longer current, whatever happens next
+        print_ = fingerprint(stage, config)
+        runs.write_json_atomic(pending, {"sha256": print_})
+        _run_stage(stage.name, config, report, resume)
+        runs.write_json_atomic(folder / "fingerprint.json", {"sha256": print_})
+        pending.unlink(missing_ok=True)
+        report("done", details)
+    return config.stage_dir("eval")
+
+
+def _can_resume(config: ProjectConfig, pending: Path, stage: Stage) -> bool:
+    """A training run that was cut off with the same config and data, and left a checkpoint."""
+    from adhere.train import checkpoints
+
+    if not pending.is_file() or checkpoints.latest(config.stage_dir("train")) is None:
+        return False
+    return json.loads(pending.read_text()).get("sha256") == fingerprint(stage, config)
+
+
+def _run_stage(name: str, config: ProjectConfig, report: Reporter, resume: bool) -> None:
+    if name == "spec":
+        from adhere.spec.stage import run as spec_run
+
+        spec_run(config)
+    elif name == "data":
+        from adhere.data import run as data_run
+
+        folder = data_run(config)
+        stats = json.loads((folder / "stats.json").read_text())
+        if not stats["train"]:
+            raise UserError(f"data: no training example left of {stats['rows_in']} rows; see {folder / 'rejected.jsonl'}")
+        report("log", {"message": f"{stats['rows_in']} rows in: {stats['train']} train, {stats['eval']} eval, "
+                                  f"{stats['rejected']} rejected"})
+    elif name == "train":
+        from adhere.train import run as train_run
+
+        if resume:
+            report("log", {"message": "resuming the interrupted training run from its last checkpoint"})
+        train_run(config, log=lambda metrics: report("train", metrics), resume=resume)
+    else:
+        from adhere.eval import run as eval_run
+        from adhere.eval.config import ModelRef
+
+        models = None
+        if name == "baseline":  # every model but the tuned one, which does not exist yet
+            models = [m for m in config.eval.models if m.kind != "tuned"] or [ModelRef(name="base", kind="base")]
+        eval_run(config, log=lambda message: report("log", {"message": message}), stage=name, models=models,
+                 progress=lambda label, done, total: report("eval", {"label": label, "done": done, "total": total}))

@@ -1,0 +1,111 @@
+"""`adhere run`: every stage in order on a tiny model, skipped when current, redone when its inputs change."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adhere import pipeline
+from adhere.config import load_config
+from adhere.errors import UserError
+
+SCHEMA = {"type": "object", "required": ["verdict"], "properties": {"verdict": {"enum": ["approve", "reject"]}}}
+
+
+def make_project(tmp_path: Path, tiny_dir: Path, rows: int = 24) -> Path:
+    """A small generated JSON-answer task: approve unless the snippet calls eval()."""
+    lines = []
+    for i in range(rows):
+        risky = i % 3 == 0
+        code = f"value_{i} = eval(text_{i})" if risky else f"value_{i} = int(text_{i}) + {i}"
+        answer = json.dumps({"verdict": "reject" if risky else "approve"})
+        lines.append(json.dumps({"instruction": f"Review snippet {i}: {code}", "output": answer}))
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    config = {
+        "name": "demo",
+        "spec": {"task": "review", "output": {"format": "json", "schema": SCHEMA}, "constraints": [{"id": "json_schema"}]},
+        "data": {"sources": [{"path": "rows.jsonl"}], "eval_fraction": 0.25, "token_checks": False,
+                 "dedup": {"near": False}},
+        "model": {"base": str(tiny_dir)},
+        "train": {"max_steps": 3, "batch_size": 4, "lr": 0.01, "lora": {"r": 4, "alpha": 8}, "save_every": 1},
+        "eval": {"max_new_tokens": 4, "bootstrap_resamples": 100},
+    }
+    (tmp_path / "adhere.yaml").write_text(json.dumps(config))
+    return tmp_path / "adhere.yaml"
+
+
+def events(path: Path, force: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    seen: list[tuple[str, str]] = []
+    pipeline.run(load_config(path), lambda event, d: seen.append((event, d.get("name", ""))), force)
+    return [(e, n) for e, n in seen if e in ("stage", "skip")]
+
+
+def test_run_all_stages_then_skip_then_redo_what_changed(tmp_path: Path, tiny_dir: Path) -> None:
+    path = make_project(tmp_path, tiny_dir)
+    assert events(path) == [("stage", name) for name in pipeline.NAMES]
+    workdir = tmp_path / "runs" / "demo"
+    results = json.loads((workdir / "eval" / "results.json").read_text())
+    assert list(results["models"]) == ["base", "tuned"] and "json_schema_valid" in results["suites"]["held_out"]["metrics"]
+    assert list(json.loads((workdir / "baseline" / "results.json").read_text())["models"]) == ["base"]
+
+    assert events(path) == [("skip", name) for name in pipeline.NAMES]  # nothing changed: nothing redone
+    # retraining with the same seed writes the same weights, so the evaluation is still current
+    assert events(path, force=("train",))[3:] == [("stage", "train"), ("skip", "eval")]
+
+    config = json.loads(path.read_text())
+    config["eval"]["max_new_tokens"] = 5  # eval settings only: data and training stay
+    path.write_text(json.dumps(config))
+    assert events(path) == [("skip", "spec"), ("skip", "data"), ("stage", "baseline"), ("skip", "train"),
+                            ("stage", "eval")]
+    config["train"]["lr"] = 0.02  # new weights: train and eval again
+    path.write_text(json.dumps(config))
+    assert events(path)[2:] == [("skip", "baseline"), ("stage", "train"), ("stage", "eval")]
+
+
+def test_an_interrupted_training_resumes_and_a_failing_stage_keeps_earlier_outputs(tmp_path: Path, tiny_dir: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_project(tmp_path, tiny_dir)
+    import adhere.train.loop as loop
+
+    real_eval = pipeline._run_stage
+
+    def crash_in_eval(name, config, report, resume):
+        if name == "eval":
+            raise UserError("eval: boom")
+        return real_eval(name, config, report, resume)
+
+    monkeypatch.setattr(pipeline, "_run_stage", crash_in_eval)
+    with pytest.raises(UserError, match="boom"):
+        events(path)
+    workdir = tmp_path / "runs" / "demo"
+    assert (workdir / "train" / "fingerprint.json").is_file() and not (workdir / "eval" / "fingerprint.json").exists()
+    monkeypatch.setattr(pipeline, "_run_stage", real_eval)
+    assert events(path)[-1] == ("stage", "eval") and events(path)[-1] == ("skip", "eval")
+
+    # a training run cut off after its checkpoints: the next run resumes instead of starting over
+    (workdir / "train" / "fingerprint.json").rename(workdir / "train" / "fingerprint.pending.json")
+    resumed: list[bool] = []
+    real_train = loop.train
+    monkeypatch.setattr(loop, "train", lambda config, run_dir, log, resume=None: resumed.append(resume is not None)
+                        or real_train(config, run_dir, log, resume=resume))
+    events(path)
+    assert resumed == [True]
+
+
+def test_cli_run_prints_the_comparison_and_rejects_an_unknown_stage(tmp_path: Path, tiny_dir: Path) -> None:
+    path = make_project(tmp_path, tiny_dir)
+    # a real process: rich's live progress and the final table as a user's terminal gets them (COLUMNS=200)
+    adhere = Path(sys.executable).parent / "adhere"
+    result = subprocess.run([str(adhere), "run", str(path)], capture_output=True, text=True, env={**os.environ,
+                            "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[5/5] Evaluate base vs tuned: done" in result.stderr
+    assert "Valid per the JSON schema" in result.stdout and "report.html" in result.stdout
+    again = subprocess.run([str(adhere), "run", str(path), "--force", "nothing"], capture_output=True, text=True,
+                           check=False)
+    assert again.returncode == 2 and "--force nothing: no such stage" in again.stderr
