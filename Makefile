@@ -4,7 +4,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.adhere-installed
-DEMO := runs/demo
 
 .PHONY: setup demo test test-fast clean
 
@@ -24,12 +23,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# The main job: tune the embedded SmolLM2-135M-Instruct (LoRA, CPU) into a code reviewer that answers in
+# our JSON format, evaluate base vs tuned, and print the comparison and the path of report.html.
 demo: setup
-	$(BIN)/adhere init demo --out $(DEMO)/adhere.yaml --force
-	$(BIN)/adhere config check $(DEMO)/adhere.yaml --set train.lr=1e-4 > $(DEMO)/resolved.yaml
-	printf 'Open the settings page and choose Reset password.\n\nWe send a link to your email within a minute.\n' > $(DEMO)/answer.txt
-	$(BIN)/adhere spec $(DEMO)/adhere.yaml --set workdir=. --response $(DEMO)/answer.txt
-	$(BIN)/adhere doctor
+	$(BIN)/adhere run examples/code_review/adhere.yaml
 
 test: setup
 	$(BIN)/python -m pytest
