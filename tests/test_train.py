@@ -260,3 +260,16 @@ def test_a_short_real_run_on_the_embedded_model_lowers_eval_loss(tmp_path: Path)
     run_dir = adhere.train.run(load_config(tmp_path / "adhere.yaml"))
     evals = [json.loads(line)["eval_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert evals[-1] < 0.7 * evals[0], evals
+
+
+def test_tensorboard_logging_writes_the_loss_curve(tmp_path: Path, tiny_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = make_project(tmp_path, tiny_dir, "  max_steps: 3\n  batch_size: 2\n  lr: 0.01\n  tensorboard: true\n")
+    run_dir = adhere.train.run(load_config(path))
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    logged = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
+    assert losses == pytest.approx(logged, abs=1e-5) and events.Scalars("train/eval_loss")

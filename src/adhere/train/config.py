@@ -62,6 +62,9 @@ class TrainConfig(Section):
     """Evaluate on the eval split every this many steps (and always at the end)."""
     log_every: PositiveInt = 1
     """Write a metrics.jsonl line every this many steps."""
+    tensorboard: bool = False
+    """Also log loss, eval loss, learning rate and throughput for TensorBoard in run_dir/tensorboard/
+    (needs `pip install tensorboard`)."""
     save_every: PositiveInt | None = None
     """Write a checkpoint every this many steps, for `adhere train --resume`."""
     keep_last: PositiveInt = 2

@@ -10,7 +10,10 @@ usual config.yaml, env.json and lineage.json.
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -18,6 +21,8 @@ from adhere import runs
 
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
+
+Log = Callable[[dict[str, Any]], None]
 
 
 def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m: None, resume: bool = False) -> Path:
@@ -36,7 +41,8 @@ def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m:
     elif (config.stage_dir("train") / "checkpoints").is_dir():
         shutil.rmtree(config.stage_dir("train") / "checkpoints")  # a fresh run: old checkpoints would mislead --resume
     run_dir = runs.start_stage(config, "train")
-    summary = train(config, run_dir, log, resume=checkpoint)
+    with tensorboard(config, run_dir, log) as log_all:
+        summary = train(config, run_dir, log_all, resume=checkpoint)
     runs.write_json_atomic(run_dir / "summary.json", summary)
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
     data_dir = config.stage_dir("data")
@@ -44,6 +50,32 @@ def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m:
     weights = run_dir / ("adapter" if config.train.method == "lora" else "model")
     runs.write_lineage(run_dir, config, inputs, {"weights": weights, "metrics": run_dir / "metrics.jsonl"})
     return run_dir
+
+
+@contextmanager
+def tensorboard(config: ProjectConfig, run_dir: Path, log: Log) -> Iterator[Log]:
+    """`log`, also writing each metrics line as TensorBoard scalars when train.tensorboard is on (one process)."""
+    if not config.train.tensorboard or os.environ.get("RANK", "0") != "0":
+        yield log
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from adhere.errors import UserError
+
+        raise UserError("train.tensorboard needs the tensorboard package: pip install 'tensorboard>=2.15,<3'") from None
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def both(metrics: dict[str, Any]) -> None:
+        for key in ("loss", "eval_loss", "lr", "grad_norm", "tokens_per_s"):
+            if key in metrics:
+                writer.add_scalar(f"train/{key}", metrics[key], metrics["step"])
+        log(metrics)
+
+    try:
+        yield both
+    finally:
+        writer.close()
 
 
 def plot_losses(metrics: Path, out: Path) -> Path | None:
