@@ -8,6 +8,8 @@
     adhere train adhere.yaml      # step 4: tune
     adhere eval adhere.yaml       # step 5: base vs tuned, with report.html
     adhere export adhere.yaml     # merged model folder for transformers, vLLM, ...
+    adhere serve adhere.yaml      # step 6: OpenAI-compatible API, monitoring, feedback
+    adhere feedback export adhere.yaml --out next.jsonl   # feedback as the next round's data
     adhere doctor                 # is this machine ready?
 
 Every command parses its arguments, loads the config and calls the same
@@ -40,6 +42,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check adhere.yaml, or print its JSON Schema for editors.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+feedback_app = typer.Typer(help="Feedback collected by adhere serve.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
 
 out = Console()
 err = Console(stderr=True)
@@ -348,6 +352,36 @@ def export(
     config = _load(path, overrides)
     folder = export_run(config, out_dir)
     out.print(f"Wrote {folder}/ (safetensors, tokenizer with the training chat template, README.md model card)")
+
+
+@app.command()
+def serve(
+    path: ConfigPath,
+    overrides: Overrides = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Serve without API keys (binds 127.0.0.1 only).")] = False,
+) -> None:
+    """Step 6: serve the tuned model as an OpenAI-compatible API with monitoring, feedback and a dashboard."""
+    from adhere.serve import run as serve_run
+
+    serve_run(_load(path, overrides), insecure=insecure)
+
+
+@feedback_app.command("export")
+def feedback_export(
+    path: ConfigPath,
+    out_path: Annotated[Path, typer.Option("--out", help="JSONL file of training records to write.")],
+    overrides: Overrides = None,
+) -> None:
+    """Write served answers' feedback as canonical training records (corrections and approved answers)."""
+    from adhere.serve import export_feedback
+
+    written = export_feedback(_load(path, overrides), out_path)
+    summary_path = written.with_name(f"{written.stem}.summary.json")
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        out.print(", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in summary.items()
+                            if isinstance(value, (int, float, str))))
+    out.print(f"Wrote {written} (add it to data.sources for the next round)")
 
 
 def _read_text(path: Path) -> str:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from adhere.config_fields import PositiveInt, Section, error_at
+from adhere.config_fields import PositiveFloat, PositiveInt, Section, error_at
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -19,14 +19,34 @@ class ServeConfig(Section):
     """Address to bind; loopback by default."""
     port: PositiveInt = 8000
     """TCP port."""
-    api_key_hashes: list[str] = []
+    api_key_hashes: list[str] = []  # noqa: RUF012  (pydantic copies a default per instance)
     """SHA-256 hex digests of the accepted API keys (keys themselves never go in this file)."""
     api_keys_env: str = "ADHERE_API_KEYS"
     """Environment variable with comma-separated API keys, added to api_key_hashes."""
     store_prompts: Literal["full", "hash"] = "full"
     """Keep prompts and responses in the monitor database, or only their hashes."""
     max_tokens: PositiveInt = 1024
-    """Cap on a request's max_tokens."""
+    """Cap on a request's max_tokens; also what a request without max_tokens may generate."""
+    weights: Literal["tuned", "export", "base"] = "tuned"
+    """'tuned': what `adhere train` wrote (the adapter on model.base, or the full model); 'export': the merged folder of `adhere export`; 'base': model.base untuned."""
+    model_name: str = ""
+    """The model id that /v1/models lists and requests name; empty means the project name."""
+    batch_size: PositiveInt = 8
+    """Requests generated together when their decoding settings agree."""
+    max_queue: PositiveInt = 64
+    """Requests admitted at once, running or waiting; one more is refused with 429 and Retry-After."""
+    max_body_bytes: PositiveInt = 1_048_576
+    """Largest request body in bytes (413 above it); 1 MiB holds 32 messages of 32,000 characters."""
+    max_messages: PositiveInt = 64
+    """Most messages in one request."""
+    max_message_chars: PositiveInt = 32_000
+    """Most characters in one message (about 8,000 tokens of English)."""
+    request_timeout_s: PositiveFloat = 300.0
+    """Seconds from arrival to the last token; a request still queued or generating then ends with 504."""
+    dashboard_refresh_s: PositiveFloat = 5.0
+    """How often the dashboard page reloads its data."""
+    session_hours: PositiveFloat = 12.0
+    """How long a dashboard sign-in (a session cookie derived from an API key) lasts."""
 
     @field_validator("port")
     @classmethod
