@@ -44,6 +44,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from docs_block import cpu_name, write_block
+
 sys.path.insert(0, str(ROOT / "tests"))  # tiny.py, for the load run
 
 HEADING = "## Serving: overhead over the model, and latency under load (`bench/serve_bench.py`)"
@@ -262,8 +265,7 @@ def write_docs(table: str, facts: dict[str, Any], args: argparse.Namespace) -> N
     import transformers
 
     command = " ".join([".venv/bin/python bench/serve_bench.py", *sys.argv[1:]])
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").is_file() else ""
+    cpu = cpu_name()
     intro = (
         f"`{command}` on {datetime.date.today().isoformat()}: {os.cpu_count()} CPU cores ({cpu or platform.machine()}), "
         f"torch {torch.__version__} ({facts['threads']} threads), transformers {transformers.__version__}. "
@@ -271,16 +273,7 @@ def write_docs(table: str, facts: dict[str, Any], args: argparse.Namespace) -> N
         f"{args.requests} prompts, one request at a time, answered directly, through the server and streamed "
         "through the server in rotating order. Client, server and model share one process."
     )
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
-    block = f"{BEGIN}\n{intro}\n\n{table}\n{END}"
-    if BEGIN in text:
-        start = text.index(BEGIN)
-        text = text[:start] + block + text[text.index(END, start) + len(END):]
-    else:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{block}\n"
-    path.write_text(text)
-    print(f"wrote {path.relative_to(ROOT)}")
+    write_block(HEADING, BEGIN, END, f"{intro}\n\n{table}")
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -39,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from docs_block import cpu_name, write_block
 
 HEADING = "## Training: adhere vs TRL SFTTrainer (`bench/train_bench.py`)"
 # One block per kind of run (bf16 on a CPU with AVX-512 BF16, float32 on one without, CUDA), so each
@@ -57,11 +58,6 @@ def precision() -> str:
     return "bfloat16" if hardware.bf16_available("cpu") else "float32"
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
 LR, MAX_LENGTH, SEED = 2e-4, 1024, 0
 
@@ -442,19 +438,7 @@ def write_docs(report: str, args: argparse.Namespace) -> None:
         f"without warmup, max length {MAX_LENGTH}, {'bf16 autocast' if precision() == 'bfloat16' else 'float32 (no fast bf16 on this CPU)'}, loss on the answer only; {args.rows} generated code-review "
         f"examples (one epoch), {args.eval_rows} for eval. Each trainer runs in its own process."
     )
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
-    begin = begin_marker(precision())
-    block = f"{begin}\n{intro}\n\n{report}\n{END}"
-    if begin in text:  # replace this kind of run's last numbers; other blocks and notes stay
-        start = text.index(begin)
-        text = text[:start] + block + text[text.index(END, start) + len(END) :]
-    elif HEADING in text:
-        text = text.rstrip("\n") + f"\n\n{block}\n"
-    else:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{block}\n"
-    path.write_text(text)
-    print(f"wrote {path.relative_to(ROOT)}")
+    write_block(HEADING, begin_marker(precision()), END, f"{intro}\n\n{report}")
 
 
 def main() -> None:

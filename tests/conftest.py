@@ -91,3 +91,11 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> object:
     from tiny import save_tiny_gguf
 
     return save_tiny_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium's binary (tests/browser.py); skips without one unless ADHERE_REQUIRE_BROWSER=1."""
+    from browser import find_chromium
+
+    return find_chromium()

@@ -13,15 +13,13 @@ import base64
 import copy
 import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from browser import run_chromium
 
 from adhere.errors import UserError
 from adhere.eval import report
@@ -321,34 +319,9 @@ def test_write_report_from_dir_writes_beside_the_inputs(tmp_path: Path) -> None:
 
 # --- In a real browser: headless Chromium --------------------------------------------------------------
 
-# Without the background-networking flags Chromium tries to reach the (closed) network at start.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-    if found is None:
-        message = "no Chromium binary found (Debian: apt-get install chromium)"
-        if os.environ.get("ADHERE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{message}, and ADHERE_REQUIRE_BROWSER=1 requires the browser tests")
-        pytest.skip(f"{message}; set ADHERE_REQUIRE_BROWSER=1 to make this a failure")
-    return found
-
-
 @pytest.fixture(scope="module")
 def example_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return report.write_report(*load_example(), tmp_path_factory.mktemp("report") / "report.html")
-
-
-def run_chromium(binary: str, *args: str) -> str:
-    with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
 
 
 @pytest.mark.browser

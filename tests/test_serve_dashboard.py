@@ -9,16 +9,13 @@ ADHERE_REQUIRE_BROWSER=1, where that is a failure.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from browser import run_chromium as run_browser
 from test_serve_support import (  # noqa: F401  (fixtures)
     API_KEY,
     auth,
@@ -29,33 +26,15 @@ from test_serve_support import (  # noqa: F401  (fixtures)
     start_server,
 )
 
-# Without the background-networking flags Chromium tries to reach the (closed) network at start.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--window-size=1280,1800",
-                  "--virtual-time-budget=8000"]  # sign in, reload, fetch the data, draw: all within 8 virtual s
+# Sign in, reload, fetch the data and draw: all within 8 virtual seconds.
+PAGE_FLAGS = ["--window-size=1280,1800", "--virtual-time-budget=8000"]
 HOSTILE = '<img src=x onerror="document.title=1">'
 ANSWERED_BLUE = (0x2E, 0x90, 0xFA)  # COLORS[0] in dashboard.html: answered bars, the p50 line
 FAILED_RED = (0xF0, 0x44, 0x38)  # COLORS[1]: failed requests
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-    if found is None:
-        message = "no Chromium binary found (Debian: apt-get install chromium)"
-        if os.environ.get("ADHERE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{message}, and ADHERE_REQUIRE_BROWSER=1 requires the browser tests")
-        pytest.skip(f"{message}; set ADHERE_REQUIRE_BROWSER=1 to make this a failure")
-    return found
-
-
 def run_chromium(binary: str, *args: str) -> str:
-    with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    return run_browser(binary, *PAGE_FLAGS, *args)
 
 
 @pytest.fixture(scope="module")
