@@ -71,11 +71,6 @@ def backend(base_dir: Path) -> LocalBackend:
     return LocalBackend.load(base_dir, batch_size=8, device="cpu")
 
 
-def in_memory(batch_size: int = 8, tokenizer: Any = None) -> LocalBackend:
-    tokenizer = tokenizer or build_tiny_tokenizer()
-    return LocalBackend(varied_model(tokenizer), tokenizer, name="tiny", weights_id="tiny", batch_size=batch_size)
-
-
 # ---------------------------------------------------------------- local backend
 
 
@@ -197,6 +192,12 @@ def test_identity_changes_with_the_weight_files(base_dir: Path, tmp_path: Path) 
     weights = copy / "model.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
     assert files_fingerprint([copy]) != before
+    tokenizer = build_tiny_tokenizer()
+    model = varied_model(tokenizer)
+    exact = LocalBackend(model, tokenizer, name="tiny", weights_id="w")
+    autocast = LocalBackend(model, tokenizer, name="tiny", weights_id="w", precision="bfloat16")
+    assert not exact.bf16_autocast and autocast.bf16_autocast  # 'auto' keeps float32 on CPU
+    assert exact.identity != autocast.identity != LocalBackend(model, tokenizer, name="tiny", weights_id="v").identity
 
 
 def test_long_prompt_is_an_error_result_and_oom_splits_the_batch(backend: LocalBackend, monkeypatch: Any) -> None:

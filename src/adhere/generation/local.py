@@ -72,9 +72,13 @@ class LocalBackend:
         paths = [Path(loaded.source)]
         if adapter_dir is not None:
             net = _merge_adapter(net, adapter_dir, cfg.base)
-            tokenizer = _trained_tokenizer(adapter_dir, cfg.base) or tokenizer
+            trained = _trained_tokenizer(adapter_dir)
+            if trained is not None and not trained.chat_template:  # saved without one: the configured template
+                trained.chat_template = tokenizer.chat_template
+            tokenizer = trained or tokenizer
             name, paths = f"{name} + adapter:{adapter_dir}", [*paths, adapter_dir]
-        return cls(net, tokenizer, name=name, weights_id=files_fingerprint(paths), batch_size=batch_size,
+        revision = f"@{cfg.revision}" if cfg.revision else ""  # a hub id downloaded at run time has no files yet
+        return cls(net, tokenizer, name=name, weights_id=files_fingerprint(paths) + revision, batch_size=batch_size,
                    precision=precision)
 
     def generate(
@@ -88,7 +92,8 @@ class LocalBackend:
         fits = [i for i in order if len(prompts[i]) < self.max_positions]
         for i in (i for i in order if len(prompts[i]) >= self.max_positions):
             results[i] = Generation("", "error", len(prompts[i]), 0, error=(
-                f"the prompt is {len(prompts[i])} tokens; {self.name} reads at most {self.max_positions}"))
+                f"the prompt is {len(prompts[i])} tokens; {self.name} reads at most {self.max_positions}: "
+                "shorten it, or use a model with a longer context"))
             if progress is not None:
                 progress(i, results[i])
         for start in range(0, len(fits), self.batch_size):
@@ -195,8 +200,9 @@ def files_fingerprint(paths: list[Path]) -> str:
     Stat, not content: hashing SmolLM2-135M's 0.54 GB would take ~1 s per load, a 7B model's 15 GB
     ~30 s. A copied or re-saved folder gets new mtimes, so it misses the cache: safe, never stale.
     """
-    entries = []
+    entries: list[list[Any]] = []
     for path in paths:
+        entries.append([str(path.resolve()) if path.exists() else str(path)])  # a hub id not downloaded yet
         files = sorted(path.iterdir()) if path.is_dir() else [path]
         for file in files:
             if file.is_file() and file.suffix in IDENTITY_SUFFIXES:
@@ -227,7 +233,7 @@ def _merge_adapter(model: Any, adapter: Path, base: str) -> Any:
         ) from None
 
 
-def _trained_tokenizer(adapter: Path, base: str) -> Any:
+def _trained_tokenizer(adapter: Path) -> Any:
     """The tokenizer `adhere train` saved beside the adapter (the exact chat template of training), or None."""
     if not (adapter / "tokenizer_config.json").is_file():
         return None
@@ -240,16 +246,22 @@ def _trained_tokenizer(adapter: Path, base: str) -> Any:
 
 
 def _use_bf16_autocast(precision: Precision, model: Any, device_type: str) -> bool:
-    """bf16 autocast for float32 weights: only when asked; 'auto' leaves CPU generation in float32.
+    """bf16 autocast over float32 weights: asked for, or 'auto' on a CUDA GPU with bf16; never 'auto' on CPU.
 
-    Measured on SmolLM2-135M, 2 cores without AVX-512 BF16 (bench/eval_bench.py --bf16): see
-    docs/benchmarks.md. On CUDA, load_model already loads bf16 weights where the GPU supports them.
+    On CUDA, load_model's 'auto' dtype already loads bf16 weights; autocast covers a float32 load. On CPU,
+    decoding reads every weight once per token: autocast re-casts the float32 weights on each step, and
+    bf16 weights need native bf16 math to pay off. Measured on SmolLM2-135M on 2 cores without AVX-512
+    BF16 (bench/eval_bench.py, docs/benchmarks.md): BF16_NOTE
     """
     import torch
 
     if precision == "float32" or next(model.parameters()).dtype != torch.float32:
         return False
-    return precision == "bfloat16"
+    if precision == "bfloat16":
+        return True
+    from adhere import hardware
+
+    return device_type == "cuda" and hardware.bf16_available("cuda")
 
 
 def _limit_threads() -> None:
