@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import resource
@@ -138,30 +139,73 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
     return mixed[:n]
 
 
-def run(backend: Any, chats: list[list[dict[str, str]]], batch_size: int, params: Any) -> dict[str, Any]:
-    """Generate every answer `batch_size` at a time; wall time, tokens and the padding the batches computed."""
+def run(backend: Any, chats: list[list[dict[str, str]]], batch_size: int, params: Any,
+        state: dict[str, Any], key: str) -> dict[str, Any]:
+    """Generate every answer `batch_size` at a time; wall time, tokens and the padding the batches computed.
+
+    The chats go to `backend.generate` one batch per call, in the order the backend itself would batch them
+    (longest prompt first), so each call is exactly one of the batches a whole-list call would make; the run's
+    wall time is the sum of the calls'. Each finished call is saved in `state`, so a run that is killed
+    (shared machines) resumes where it stopped.
+    """
     backend.batch_size = batch_size
-    slots = [0, 0]  # [positions computed (prompt width + steps, per row), positions that were real tokens]
+    order = sorted(range(len(chats)), key=lambda i: -len(backend.encode(chats[i])))
+    done = state.setdefault(key, {})
     real = backend.generate_ids
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        if str(start) in done:
+            continue
+        rows: list[list[int]] = []
 
-    def counted(batch: list[list[int]], p: Any) -> list[list[int]]:
-        rows = real(batch, p)
-        steps = max(len(r) for r in rows)
-        slots[0] += len(batch) * (max(len(x) for x in batch) + steps)
-        slots[1] += sum(len(x) for x in batch) + sum(len(r) for r in rows)
-        return rows
+        def counted(ps: list[list[int]], p: Any, rows: list[list[int]] = rows) -> list[list[int]]:
+            out = real(ps, p)
+            rows.extend(out)
+            return out
 
-    backend.generate_ids = counted
-    started = time.perf_counter()
+        backend.generate_ids = counted
+        try:
+            started = time.perf_counter()
+            results = backend.generate([chats[i] for i in batch], params)
+            wall = time.perf_counter() - started
+        finally:
+            del backend.generate_ids  # back to the class's method
+        widths = [len(backend.encode(chats[i])) for i in batch]
+        done[str(start)] = {"indices": batch, "wall": wall, "texts": [g.text for g in results],
+                            "tokens": sum(g.completion_tokens for g in results),
+                            "stops": sum(g.finish_reason == "stop" for g in results),
+                            "computed": len(batch) * (max(widths) + max(len(r) for r in rows)),  # positions, padded
+                            "real": sum(widths) + sum(len(r) for r in rows), "load": os.getloadavg()[0]}
+        save_state(state)
+    calls = list(done.values())
+    texts = [""] * len(chats)
+    for call in calls:
+        for i, text in zip(call["indices"], call["texts"]):
+            texts[i] = text
+    wall, tokens = sum(c["wall"] for c in calls), sum(c["tokens"] for c in calls)
+    return {"batch": batch_size, "wall": wall, "tokens": tokens, "tps": tokens / wall, "texts": texts,
+            "stops": sum(c["stops"] for c in calls),
+            "padding": 1 - sum(c["real"] for c in calls) / sum(c["computed"] for c in calls),
+            "load": max(c["load"] for c in calls)}  # other processes on the cores slow a run down: shown beside it
+
+
+STATE = Path(os.environ.get("TMPDIR", "/tmp")) / "adhere-eval-bench-state.json"
+
+
+def load_state(settings: dict[str, Any], fresh: bool) -> dict[str, Any]:
+    """The batches finished by an earlier, interrupted run with the same settings and the same code and model."""
     try:
-        results = backend.generate(chats, params)
-    finally:
-        del backend.generate_ids  # back to the class's method
-    wall = time.perf_counter() - started
-    tokens = sum(g.completion_tokens for g in results)
-    return {"batch": batch_size, "wall": wall, "tokens": tokens, "tps": tokens / wall, "texts": [g.text for g in results],
-            "stops": sum(g.finish_reason == "stop" for g in results), "padding": 1 - slots[1] / slots[0],
-            "load": os.getloadavg()[0]}  # other processes on the cores slow a run down: shown beside it
+        state = json.loads(STATE.read_text())
+    except (OSError, ValueError):
+        state = {}
+    if fresh or state.get("settings") != settings:
+        state = {"settings": settings}
+    return state
+
+
+def save_state(state: dict[str, Any]) -> None:
+    STATE.with_suffix(".tmp").write_text(json.dumps(state))
+    STATE.with_suffix(".tmp").replace(STATE)
 
 
 def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]:
@@ -169,19 +213,24 @@ def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, A
     import torch
 
     from adhere.generation import GenerationParams, LocalBackend
+    from adhere.generation.local import files_fingerprint
     from adhere.models.embedded import ensure_embedded_model
 
     folder = ensure_embedded_model()
     backend = LocalBackend.load(folder, device="cpu")
     chats = prompts(args.prompts)
     params = GenerationParams(max_new_tokens=args.max_new_tokens)
+    code = [Path(__file__), *sorted((ROOT / "src" / "adhere" / "generation").glob("*.py"))]
+    settings = {"n": len(chats), "max_new_tokens": args.max_new_tokens, "threads": torch.get_num_threads(),
+                "model": files_fingerprint([folder]), "code": files_fingerprint(code)}
+    state = load_state(settings, args.fresh)
     backend.generate(chats[:2], GenerationParams(max_new_tokens=4))  # warm-up: first-call allocations, lazy init
     facts = {"threads": torch.get_num_threads(), "load_before": os.getloadavg()[0], "n": len(chats),
-             "max_new_tokens": args.max_new_tokens,
-             "prompt_tokens": sorted(len(backend.encode(c)) for c in chats)}
+             "max_new_tokens": args.max_new_tokens, "prompt_tokens": sorted(len(backend.encode(c)) for c in chats),
+             "resumed": sum(len(v) for k, v in state.items() if k != "settings")}
     rows = []
     for batch_size in [1, *args.batch_sizes]:
-        rows.append(run(backend, chats, batch_size, params))
+        rows.append(run(backend, chats, batch_size, params, state, f"float32-{batch_size}"))
         print(f"batch {batch_size}: {rows[-1]['tps']:.1f} tokens/s, {rows[-1]['wall']:.1f} s", flush=True)
     bf16 = None
     if not args.no_bf16:
@@ -189,7 +238,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, A
         autocast = LocalBackend(backend.model, backend.tokenizer, name=backend.name, weights_id="bench",
                                 precision="bfloat16")
         autocast.generate(chats[:2], GenerationParams(max_new_tokens=4))
-        bf16 = run(autocast, chats, best["batch"], params)
+        bf16 = run(autocast, chats, best["batch"], params, state, f"bf16-{best['batch']}")
         bf16["changed"] = sum(a != b for a, b in zip(bf16["texts"], best["texts"]))
         print(f"bf16 autocast, batch {best['batch']}: {bf16['tps']:.1f} tokens/s", flush=True)
     facts["load_after"] = os.getloadavg()[0]
@@ -203,7 +252,7 @@ def report(rows: list[dict[str, Any]], bf16: dict[str, Any] | None, facts: dict[
     best = max(batched, key=lambda r: r["tps"])
     n = facts["n"]
     header = ("| mode | batch | wall time | generated tokens | tokens / s | vs one at a time | padding share "
-              "| load at end | answers differing from one at a time |")
+              "| peak load | answers differing from one at a time |")
     lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         differ = sum(a != b for a, b in zip(row["texts"], single["texts"]))
@@ -226,9 +275,10 @@ def report(rows: list[dict[str, Any]], bf16: dict[str, Any] | None, facts: dict[
         + "one at a time, the rest were cut ('length').",
         "- padding share: of the positions the batches computed (prompt width plus decoding steps, per row), "
         + "those that were left padding or came after a row's end of turn.",
-        f"- load: 1-minute load average {facts['load_before']:.2f} before the first run; 'load at end' is the "
-        + "same at the end of each run (this process counts about 1-2 of it; more means other processes "
-        + f"shared the {os.cpu_count()} cores and slowed that run). Peak RSS {facts['rss_gib']:.2f} GiB.",
+        f"- load: 1-minute load average {facts['load_before']:.2f} before the first run; 'peak load' is its "
+        + "highest value at the end of any batch of that run (this process counts about 1-2 of it; more means "
+        + f"other processes shared the {os.cpu_count()} cores and slowed that run). Peak RSS {facts['rss_gib']:.2f} GiB"
+        + (f"; {facts['resumed']} batches were restored from an interrupted run." if facts["resumed"] else "."),
     ]
     if bf16 is not None:
         verdict = "faster" if bf16["tps"] > best["tps"] else "slower"
@@ -256,7 +306,8 @@ def write_docs(table: str, facts: dict[str, Any]) -> None:
         f"torch {torch.__version__} ({facts['threads']} threads), transformers {transformers.__version__}. "
         f"SmolLM2-135M-Instruct (embedded, float32), greedy, up to {facts['max_new_tokens']} new tokens for each of "
         f"{facts['n']} prompts (instructions and code reviews, in the script) through `LocalBackend`: length-sorted, "
-        "left-padded batches with the KV cache. Tokens/s is generated tokens over the wall time of the whole run."
+        "left-padded batches with the KV cache. Tokens/s is generated tokens over the wall time of the run (the sum "
+        "of its batches' `generate` calls, longest prompts first, as one whole-list call batches them)."
     )
     path = ROOT / "docs" / "benchmarks.md"
     text = path.read_text()
@@ -277,6 +328,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 64])
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast run")
     parser.add_argument("--no-docs", action="store_true", help="print the table only; leave docs/benchmarks.md alone")
+    parser.add_argument("--fresh", action="store_true", help="ignore the batches saved by an interrupted run")
     args = parser.parse_args()
     rows, bf16, facts = measure(args)
     table = report(rows, bf16, facts)
