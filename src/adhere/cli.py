@@ -4,6 +4,7 @@
     adhere run adhere.yaml        # every step below, each redone only when its inputs changed
     adhere config check adhere.yaml --set train.lr=1e-4
     adhere spec adhere.yaml       # step 1: validate and write the spec
+    adhere synth adhere.yaml      # step 2, synthetic: instruction data from a teacher model
     adhere data adhere.yaml       # step 2: validate and curate the data
     adhere train adhere.yaml      # step 4: tune
     adhere eval adhere.yaml       # step 5: base vs tuned, with report.html
@@ -24,7 +25,7 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -51,7 +52,7 @@ _state = {"debug": False}
 
 ConfigPath = Annotated[Path, typer.Argument(help="The project file, adhere.yaml.", show_default=False)]
 Overrides = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", help="Override one setting, KEY=VALUE with a dotted key (repeatable): --set train.lr=2e-4."),
 ]
 
@@ -107,7 +108,7 @@ def spec(
     path: ConfigPath,
     overrides: Overrides = None,
     response: Annotated[
-        Optional[Path], typer.Option(help="Check this response file ('-' for stdin) against the spec's constraints.")
+        Path | None, typer.Option(help="Check this response file ('-' for stdin) against the spec's constraints.")
     ] = None,
 ) -> None:
     """Step 1: validate the spec and write workdir/spec/; optionally check a response against it."""
@@ -142,7 +143,7 @@ def spec(
 @app.command(no_args_is_help=True)
 def data(
     target: Annotated[str, typer.Argument(help="adhere.yaml to curate, or 'inspect'.", show_default=False)],
-    inspect_path: Annotated[Optional[Path], typer.Argument(help="With 'inspect': adhere.yaml.", show_default=False)] = None,
+    inspect_path: Annotated[Path | None, typer.Argument(help="With 'inspect': adhere.yaml.", show_default=False)] = None,
     overrides: Overrides = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit with code 1 if any row is rejected.")] = False,
     n: Annotated[int, typer.Option("--n", help="inspect: how many examples to show.")] = 3,
@@ -176,6 +177,32 @@ def data(
     out.print(f"Wrote {run_dir}/: train.jsonl, eval.jsonl, rejected.jsonl, stats.json, card.md")
     if strict and stats["rejected"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def synth(path: ConfigPath, overrides: Overrides = None) -> None:
+    """Step 2, synthetic: generate instruction data with a teacher model (synth section); writes workdir/synth/."""
+    import adhere.synth
+
+    config = _load(path, overrides)
+    run_dir = adhere.synth.run(config, log=lambda message: err.print(escape(message), highlight=False))
+    stats = json.loads((run_dir / "stats.json").read_text())
+    usage = stats["teacher_usage"]
+    out.print(f"{stats['candidates']} candidates: [green]{stats['kept']} kept[/], [yellow]{stats['rejected']} rejected[/]; "
+              f"teacher: {usage['calls']} calls, {usage['tokens']} tokens, {usage['cached']} from the cache")
+    if stats["rejected_by_rule"] or stats["seeds"]["dropped"]:
+        table = Table("rule", "count", title="dropped (reasons per row in rejected.jsonl)", title_justify="left")
+        for rule, count in stats["seeds"]["dropped_by_rule"].items():
+            table.add_row(f"seed file: {rule}", str(count))
+        for rule, count in stats["rejected_by_rule"].items():
+            table.add_row(rule, str(count))
+        out.print(table)
+    if usage["stopped"]:
+        out.print(f"[yellow]stopped early[/]: {escape(usage['stopped'])}; what was made is kept, and a rerun resumes")
+    synth_file = run_dir / "synth.jsonl"
+    out.print(f"Wrote {run_dir}/: synth.jsonl, rejected.jsonl, stats.json")
+    if str(synth_file) not in {s.path for s in config.data.sources}:
+        out.print(f"To train on it, add it to data.sources: - path: {synth_file}")
 
 
 def _inspect(path: Path, overrides: list[str] | None, n: int, plain: bool) -> None:
@@ -242,10 +269,10 @@ def train(
 def run(
     path: ConfigPath,
     overrides: Overrides = None,
-    force: Annotated[Optional[list[str]], typer.Option("--force", help="Redo this stage even if it is current (repeatable): spec, data, baseline, train, eval.")] = None,
+    force: Annotated[list[str] | None, typer.Option("--force", help="Redo this stage even if it is current (repeatable): synth, spec, data, baseline, train, eval.")] = None,
     serve: Annotated[bool, typer.Option("--serve", help="Then serve the tuned model (adhere serve).")] = False,
 ) -> None:
-    """All steps: spec, data, baseline eval, train, eval; skips what is current; prints base vs tuned."""
+    """All steps: (synth,) spec, data, baseline eval, train, eval; skips what is current; prints base vs tuned."""
     import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -344,7 +371,7 @@ def _change_cell(comparison: dict | None, kind: str) -> str:
 def export(
     path: ConfigPath,
     overrides: Overrides = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder to write (default workdir/export).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder to write (default workdir/export).")] = None,
 ) -> None:
     """Merge the trained adapter into the base model and write a folder transformers loads without adhere."""
     from adhere.train.export import run as export_run

@@ -3,7 +3,7 @@
     adhere config check adhere.yaml --set train.lr=1e-4
 
 Each stage owns its section (`spec`, `data`, `model`, `train`, `eval`,
-`serve`); this module puts them together, reads YAML, applies `--set`
+`serve`, and the optional `synth`); this module puts them together, reads YAML, applies `--set`
 overrides, and turns validation errors into one line per problem that names the
 file, line and key path: `adhere.yaml:14: train.lora.r: expected a positive
 integer, got "sixteen"`.
@@ -29,6 +29,7 @@ from adhere.eval.config import EvalConfig
 from adhere.models.config import ModelConfig
 from adhere.serve.config import ServeConfig
 from adhere.spec.config import SpecConfig
+from adhere.synth.config import SynthConfig
 from adhere.train.config import TrainConfig
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -47,6 +48,8 @@ class ProjectConfig(Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     serve: ServeConfig = ServeConfig()
+    synth: SynthConfig | None = None
+    """Synthetic data from a teacher model (`adhere synth`); absent means none is generated."""
 
     @field_validator("name")
     @classmethod

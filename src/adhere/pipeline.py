@@ -1,6 +1,6 @@
 """The main job: all steps in order, each redone only when what it is made from changed.
 
-    adhere run adhere.yaml                  # spec -> data -> baseline -> train -> eval
+    adhere run adhere.yaml                  # (synth ->) spec -> data -> baseline -> train -> eval
     adhere run adhere.yaml --force train    # redo training (and what depends on it)
     adhere run adhere.yaml --serve          # then serve the tuned model
 
@@ -72,6 +72,16 @@ STAGES = (
           ("results.json", "report.html")),
 )
 NAMES = tuple(stage.name for stage in STAGES)
+# Run first, and only when adhere.yaml has a synth section; its synth.jsonl reaches training through data.sources.
+SYNTH = Stage("synth", "Generate synthetic data", ("spec", "model", "synth"),
+              lambda c: {"seed_file": Path(c.synth.seed_file)} | {f"decontam{i}": Path(t) for i, t in
+                                                                  enumerate(c.synth.decontam.targets)},
+              ("synth.jsonl",))
+
+
+def stages(config: ProjectConfig) -> tuple[Stage, ...]:
+    """The stages `config` runs, in order: STAGES, after SYNTH when there is a synth section."""
+    return ((SYNTH,) if config.synth is not None else ()) + STAGES
 
 
 def fingerprint(stage: Stage, config: ProjectConfig) -> str:
@@ -105,11 +115,12 @@ Reporter = Callable[[str, dict[str, Any]], None]  # (event, details): 'stage', '
 
 def run(config: ProjectConfig, report: Reporter = lambda event, details: None, force: tuple[str, ...] = ()) -> Path:
     """Run every stage that is not current (and those in `force`); return workdir/eval/."""
-    unknown = [name for name in force if name not in NAMES]
+    unknown = [name for name in force if name not in (SYNTH.name, *NAMES)]
     if unknown:
-        raise UserError(f"--force {unknown[0]}: no such stage; stages are {', '.join(NAMES)}")
-    for index, stage in enumerate(STAGES, start=1):
-        details = {"index": index, "total": len(STAGES), "name": stage.name, "title": stage.title}
+        raise UserError(f"--force {unknown[0]}: no such stage; stages are {', '.join((SYNTH.name, *NAMES))}")
+    active = stages(config)
+    for index, stage in enumerate(active, start=1):
+        details = {"index": index, "total": len(active), "name": stage.name, "title": stage.title}
         if stage.name not in force and is_current(stage, config):
             report("skip", details)
             continue
@@ -138,7 +149,9 @@ def _can_resume(config: ProjectConfig, pending: Path, stage: Stage) -> bool:
 
 
 def _run_stage(name: str, config: ProjectConfig, report: Reporter, resume: bool) -> None:
-    if name == "spec":
+    if name == "synth":
+        _run_synth(config, report)
+    elif name == "spec":
         from adhere.spec.stage import run as spec_run
 
         spec_run(config)
@@ -166,3 +179,15 @@ def _run_stage(name: str, config: ProjectConfig, report: Reporter, resume: bool)
             models = [m for m in config.eval.models if m.kind != "tuned"] or [ModelRef(name="base", kind="base")]
         eval_run(config, log=lambda message: report("log", {"message": message}), stage=name, models=models,
                  progress=lambda label, done, total: report("eval", {"label": label, "done": done, "total": total}))
+
+
+def _run_synth(config: ProjectConfig, report: Reporter) -> None:
+    from adhere.synth import run as synth_run
+
+    folder = synth_run(config, log=lambda message: report("log", {"message": message}))
+    stats = json.loads((folder / "stats.json").read_text())
+    if not stats["kept"]:
+        raise UserError(f"synth: no record kept of {stats['candidates']} candidates; see {folder / 'rejected.jsonl'}")
+    report("log", {"message": f"{stats['kept']} synthetic records kept of {stats['candidates']} candidates"})
+    if str(folder / "synth.jsonl") not in {s.path for s in config.data.sources}:
+        report("log", {"message": f"note: {folder / 'synth.jsonl'} is not in data.sources, so nothing trains on it"})

@@ -1,0 +1,110 @@
+"""The teacher: a cached generation backend behind a budget that stops the run, never overspends.
+
+    with opened_teacher(config) as teacher:
+        answers = teacher.generate(chats, params)   # one Generation per chat; unsent ones are `not_sent`
+        teacher.budget.stopped                      # why it stopped, or None
+
+The backend is the evaluation's (`adhere.eval.backends.opened`: base, folder or endpoint) with its
+SQLite cache in `workdir/synth/cache/`. Answers read back from the cache cost nothing, so a run
+cut off by the budget, Ctrl-C or a crash resumes where it stopped: every request is seeded and
+deterministic, the rerun asks the same questions, and only the new ones reach the teacher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from adhere.generation import Generation, GenerationParams
+
+if TYPE_CHECKING:
+    from adhere.config import ProjectConfig
+    from adhere.synth.config import BudgetConfig
+
+NOT_SENT = "not sent: the synth budget is spent"
+
+
+@dataclass
+class Budget:
+    """What the teacher has cost this run, against synth.budget."""
+
+    max_calls: int = 0
+    max_tokens: int = 0
+    calls: int = 0  # chats the teacher generated (cache misses)
+    tokens: int = 0  # their prompt + completion tokens
+    cached: int = 0  # answers read back from the cache, free
+    errors: int = 0  # answers that failed (timeouts, HTTP errors, a crashing model)
+    stopped: str | None = None
+
+    @classmethod
+    def of(cls, config: BudgetConfig) -> Budget:
+        return cls(max_calls=config.max_calls, max_tokens=config.max_tokens)
+
+    def room(self) -> int | None:
+        """Chats that may still be sent (None: no call limit); sets `stopped` once nothing may."""
+        if self.max_tokens and self.tokens >= self.max_tokens:
+            self.stopped = f"budget.max_tokens={self.max_tokens} reached ({self.tokens} tokens)"
+        elif self.max_calls and self.calls >= self.max_calls:
+            self.stopped = f"budget.max_calls={self.max_calls} reached"
+        if self.stopped:
+            return 0
+        return self.max_calls - self.calls if self.max_calls else None
+
+    def spend(self, generation: Generation) -> None:
+        if generation.cached:
+            self.cached += 1
+            return
+        self.calls += 1
+        self.tokens += generation.prompt_tokens + generation.completion_tokens
+        if generation.finish_reason == "error":
+            self.errors += 1
+
+    def summary(self) -> dict[str, Any]:
+        return {"calls": self.calls, "tokens": self.tokens, "cached": self.cached, "errors": self.errors,
+                "max_calls": self.max_calls, "max_tokens": self.max_tokens, "stopped": self.stopped}
+
+
+class Teacher:
+    """`backend` (a CachedBackend) asked `batch_size` chats at a time while the budget lasts."""
+
+    def __init__(self, backend: Any, budget: Budget, batch_size: int) -> None:
+        self.backend = backend
+        self.budget = budget
+        self.batch_size = batch_size
+        self.name = backend.name
+        self.identity = backend.identity
+
+    def generate(self, chats: list[list[dict[str, str]]], params: GenerationParams) -> list[Generation]:
+        """One Generation per chat; once the budget is spent the rest are 'error' Generations with NOT_SENT."""
+        out: list[Generation] = []
+        while len(out) < len(chats):
+            room = self.budget.room()
+            if room == 0:
+                out += [Generation("", "error", 0, 0, error=NOT_SENT) for _ in chats[len(out):]]
+                break
+            # Never more chats than calls left: the cache may answer some, but none may overspend.
+            size = self.batch_size if room is None else min(self.batch_size, room)
+            for generation in self.backend.generate(chats[len(out):len(out) + size], params):
+                self.budget.spend(generation)
+                out.append(generation)
+        return out
+
+
+def not_sent(generation: Generation) -> bool:
+    """Whether the budget stopped this chat before it reached the teacher."""
+    return generation.finish_reason == "error" and generation.error == NOT_SENT
+
+
+@contextmanager
+def opened_teacher(config: ProjectConfig) -> Iterator[Teacher]:
+    """The configured teacher with its cache in workdir/synth/cache/ and a fresh budget."""
+    from adhere.eval.backends import opened
+
+    synth = config.synth
+    assert synth is not None
+    # A local teacher batches synth.batch_size chats; eval's batch_size is what the shared builder reads.
+    local = config.model_copy(update={"eval": config.eval.model_copy(update={"batch_size": synth.batch_size})})
+    with opened(synth.teacher, local, config.stage_dir("synth") / "cache") as backend:
+        yield Teacher(backend, Budget.of(synth.budget), synth.batch_size)
