@@ -65,6 +65,23 @@ def diversity(records: list[Record]) -> dict[str, Any]:
     }
 
 
+def origin(record: Record) -> str:
+    """'human', or 'synthetic: <generator> by <teacher>' for a record `adhere synth` made (its meta says so)."""
+    meta = record["meta"]
+    if not meta.get("synthetic"):
+        return "human"
+    return f"synthetic: {meta.get('generator', '?')} by {meta.get('teacher', '?')}"
+
+
+def provenance(train: list[Record], evals: list[Record]) -> dict[str, dict[str, int]]:
+    """Kept records by origin, human or synthetic (per generator and teacher), in train and eval."""
+    counts: dict[str, dict[str, int]] = {}
+    for split, records in (("train", train), ("eval", evals)):
+        for record in records:
+            counts.setdefault(origin(record), {"train": 0, "eval": 0})[split] += 1
+    return dict(sorted(counts.items(), key=lambda item: (item[0] != "human", item[0])))
+
+
 def _lengths(records: list[Record]) -> tuple[list[int], list[int], str]:
     """Prompt and response lengths: in tokens when the token checks counted them, else in words."""
     if all("tokens" in r["meta"] for r in records):
@@ -135,6 +152,7 @@ def write_card(
     """Write card.md and its plots; adds the diversity report to `stats`."""
     kept = train + evals
     stats["diversity"] = diversity(kept)
+    stats["provenance"] = provenance(train, evals)
     lengths = _plot_lengths(run_dir, kept)
     leads = _plot_lead_words(run_dir, stats["diversity"])
     examples: dict[str, dict[str, Any]] = {}
@@ -159,6 +177,9 @@ def write_card(
         [["load and validate", stats["rejected"] - sum(stats["curation_dropped"].values()), seconds.get("load_and_validate", "")]]
         + [[k, v, seconds.get(k, "")] for k, v in stats["curation_dropped"].items()],
     ), ""]
+    if any(name != "human" for name in stats["provenance"]):
+        out += ["## Provenance", "", "Synthetic rows are those `adhere synth` wrote (meta.synthetic); the rest are human.", "",
+                _table(["origin", "train", "eval"], [[k, v["train"], v["eval"]] for k, v in stats["provenance"].items()]), ""]
     out += _pii_section(stats["pii"])
     div = stats["diversity"]
     out += ["## Diversity", ""]
