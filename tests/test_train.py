@@ -89,6 +89,18 @@ def test_lora_run_writes_a_peft_adapter_and_metrics(tmp_path: Path, tiny_dir: Pa
     assert set(lineage["inputs"]) == {"train", "eval"}
 
 
+def test_lora_layers_adapts_only_the_top_layers(tmp_path: Path, tiny_dir: Path) -> None:
+    from transformers import AutoConfig
+
+    total = AutoConfig.from_pretrained(tiny_dir).num_hidden_layers
+    path = make_project(tmp_path, tiny_dir, "  max_steps: 1\n  lora: {r: 4, layers: 1}\n")
+    adapted = {int(key.split(".layers.")[1].split(".")[0]) for key in trained_weights(adhere.train.run(load_config(path)), "lora")}
+    assert adapted == {total - 1}
+    path = make_project(tmp_path, tiny_dir, f"  max_steps: 1\n  lora: {{layers: {total + 1}}}\n")
+    with pytest.raises(UserError, match=f"train.lora.layers: .* has {total} layers, got {total + 1}"):
+        adhere.train.run(load_config(path))
+
+
 def test_training_lowers_the_loss(tmp_path: Path, tiny_dir: Path) -> None:
     path = make_project(tmp_path, tiny_dir, "  method: full\n  max_steps: 30\n  batch_size: 4\n  lr: 0.01\n  precision: fp32\n", n_train=8)
     run_dir = adhere.train.run(load_config(path))

@@ -24,6 +24,9 @@ class LoraConfig(Section):
     """Weight-decomposed adapters (DoRA)."""
     use_rslora: bool = False
     """Rank-stabilized scaling, alpha / sqrt(r)."""
+    layers: PositiveInt | None = None
+    """Adapt only the last N transformer layers; empty means all. The backward pass then stops at the lowest
+    adapted layer: with the top half adapted a step costs about a third less."""
 
 
 class TrainConfig(Section):

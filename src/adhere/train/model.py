@@ -52,8 +52,17 @@ def build_model(model_cfg: ModelConfig, train_cfg: TrainConfig, device: str) -> 
                 f"train.lora.target_modules: {model_cfg.base!r} has no linear layers named {missing}; "
                 f"it has {sorted(available)} (or leave target_modules empty for all of them)"
             )
+    layers = None
+    if lora.layers is not None:
+        total = model.config.num_hidden_layers
+        if lora.layers > total:
+            raise UserError(f"train.lora.layers: {model_cfg.base!r} has {total} layers, got {lora.layers}; "
+                            f"use at most {total}, or leave it empty to adapt all of them")
+        layers = list(range(total - lora.layers, total))
+        targets = lora.target_modules or sorted(available)  # PEFT takes layer indexes only with a list of names
     peft_config = LoraConfig(
         r=lora.r,
+        layers_to_transform=layers,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=targets,
