@@ -33,6 +33,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from adhere.errors import EXIT_USER_ERROR, UserError
+from adhere.progress_view import ProgressView
 
 app = typer.Typer(
     help="Instruction-tune a language model to follow your team's instructions.",
@@ -227,8 +228,6 @@ def train(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count examples, tokens and steps; time a few steps; train nothing.")] = False,
 ) -> None:
     """Step 4: tune the base model on workdir/data/train.jsonl (LoRA or full); writes workdir/train/."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     import adhere.train
 
     config = _load(path, overrides)
@@ -242,16 +241,15 @@ def train(
             table.add_row(key.replace("_", " "), str(value))
         out.print(table)
         return
-    columns = (TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"), TimeRemainingColumn())
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun or accelerate launch, one process reports
-    with Progress(*columns, console=err, transient=False, disable=not main_process) as progress:
-        task = progress.add_task("loading", total=None)
+    with ProgressView(err, enabled=main_process) as view:
+        view.update("train", "train: loading", 0, None)
 
         def log(metrics: dict) -> None:
-            text = f"loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  {metrics['tokens_per_s']:.0f} trained tok/s"
+            text = f"train: loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  {metrics['tokens_per_s']:.0f} trained tok/s"
             if "eval_loss" in metrics:
                 text += f"  eval {metrics['eval_loss']:.4f}"
-            progress.update(task, completed=metrics["step"], total=metrics["total_steps"], description=text)
+            view.update("train", text, metrics["step"], metrics["total_steps"])
 
         run_dir = adhere.train.run(config, log=log, resume=resume)
     if not main_process:
@@ -275,40 +273,29 @@ def run(
     """All steps: (synth,) spec, data, baseline eval, train, eval; skips what is current; prints base vs tuned."""
     import time
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from adhere import pipeline
 
     config = _load(path, overrides)
     started = time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False) as progress:
-        tasks: dict[str, int] = {}
+    with ProgressView(err) as view:
         stage_started, stage_name = [time.perf_counter()], [""]
 
         def report(event: str, details: dict) -> None:
             head = f"[{details.get('index', '')}/{details.get('total', '')}] {details.get('title', '')}"
             if event == "skip":
-                progress.console.print(f"{head}: [dim]current, skipped[/] (--force {details['name']} redoes it)")
+                view.print(f"{head}: [dim]current, skipped[/] (--force {details['name']} redoes it)")
             elif event == "stage":
                 stage_started[0], stage_name[0] = time.perf_counter(), details["name"]
-                progress.console.print(f"[bold]{head}[/] ({details['name']})")
+                view.print(f"[bold]{head}[/] ({details['name']})")
             elif event == "done":
-                progress.console.print(f"{head}: done in {time.perf_counter() - stage_started[0]:.0f} s")
+                view.print(f"{head}: done in {time.perf_counter() - stage_started[0]:.0f} s")
             elif event == "log":
-                progress.console.print(f"  {escape(details['message'])}", highlight=False)
+                view.print(f"  {escape(details['message'])}", highlight=False)
             elif event == "train":
-                if "train" not in tasks:
-                    tasks["train"] = progress.add_task("  train", total=details["total_steps"])
-                task = tasks["train"]
                 text = f"  train: loss {details['loss']:.3f}" + (f", eval {details['eval_loss']:.3f}" if "eval_loss" in details else "")
-                progress.update(task, completed=details["step"], total=details["total_steps"], description=text)
+                view.update("train", text, details["step"], details["total_steps"])
             elif event == "eval":
-                key = f"{stage_name[0]}: {details['label']}"
-                if key not in tasks:
-                    tasks[key] = progress.add_task(f"  {escape(details['label'])}", total=details["total"])
-                progress.update(tasks[key], completed=details["done"], total=details["total"])
+                view.update(f"{stage_name[0]}: {details['label']}", f"  {details['label']}", details["done"], details["total"])
 
         eval_dir = pipeline.run(config, report, tuple(force or ()))
     document = json.loads((eval_dir / "results.json").read_text())
@@ -327,7 +314,9 @@ def eval_(path: ConfigPath, overrides: Overrides = None) -> None:
     from adhere.eval import run as eval_run
 
     config = _load(path, overrides)
-    run_dir = eval_run(config, log=lambda message: err.print(escape(message), highlight=False))
+    with ProgressView(err) as view:
+        run_dir = eval_run(config, log=lambda message: view.print(escape(message), highlight=False),
+                           progress=lambda label, done, total: view.update(label, f"  {label}", done, total))
     document = json.loads((run_dir / "results.json").read_text())
     for suite in document["suites"].values():
         out.print(eval_table(suite, list(document["models"])))
