@@ -63,15 +63,19 @@ class ProgressView:
             self._progress.update(self._tasks[key], completed=done, total=total, description=escape(description))
             return
         now = time.monotonic()
-        state = self._plain.setdefault(key, {"started": self._mark, "printed": -1.0, "done": -1})
+        state = self._plain.setdefault(key, {"started": self._mark, "printed": -1.0, "done": -1,
+                                             "first_time": now, "first_done": done})
         complete = total is not None and done >= total
         if done == state["done"] or (state["printed"] >= 0 and not complete and now - state["printed"] < self.every):
             return
         state["printed"], state["done"] = now, done
         elapsed = now - state["started"]
         line = f"{description}  {done}/{total if total is not None else '?'}  {_clock(elapsed)} elapsed"
-        if total and 0 < done < total:
-            line += f", about {_clock(elapsed / done * (total - done))} left"
+        # The rate since the first update: loading time is not work done, and answers that arrive in bursts
+        # (a batch at a time) give no rate until the second burst.
+        if total and done < total and done > state["first_done"] and now > state["first_time"]:
+            rate = (done - state["first_done"]) / (now - state["first_time"])
+            line += f", about {_clock((total - done) / rate)} left"
         self.console.print(line, markup=False, highlight=False)
 
 
