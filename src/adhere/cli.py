@@ -350,10 +350,11 @@ def _metric_cell(entry: dict | None, kind: str) -> str:
 def _change_cell(comparison: dict | None, kind: str) -> str:
     if not comparison:
         return ""
-    scale, unit = (100, " pts") if kind == "rate" else (1, "")
+    # Same precision as the cells: rates in points with one decimal, scores (0-1) with three.
+    delta = f"{100 * comparison['delta']:+.1f} pts" if kind == "rate" else (
+        f"{comparison['delta']:+.3f}" if kind == "score" else f"{comparison['delta']:+.2f}")
     p = comparison.get("p_value")
-    mark = "" if p is None else (" *" if p < 0.05 else "")
-    return f"{scale * comparison['delta']:+.1f}{unit}{mark} (p={p:.3g})" if p is not None else f"{scale * comparison['delta']:+.1f}{unit}"
+    return delta if p is None else f"{delta}{' *' if p < 0.05 else ''} (p={p:.3g})"
 
 
 @app.command()
