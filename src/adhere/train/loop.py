@@ -168,9 +168,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
         if eval_ex and (step == total_steps or (tc.eval_every and step % tc.eval_every == 0)):
             eval_loss = final_eval = evaluate(loss_fn, eval_ex, tc.batch_size, pad_id, accelerator)
             stop = best.update(step, eval_loss, model)
-        if tc.save_every and step % tc.save_every == 0 and step < total_steps and accelerator.is_main_process:
-            state = {"trained_tokens": tokens_seen, "eval_loss": eval_loss}
-            checkpoints.save(run_dir, step, model, optimizer, scheduler, state, tc.keep_last)
+        state = {"trained_tokens": tokens_seen, "eval_loss": eval_loss}
         if step % tc.log_every == 0 or step == total_steps or eval_loss is not None:
             elapsed, done = time.perf_counter() - started, step - first_step + 1
             record = {"step": step, "loss": round(loss, 5), "lr": scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4),
@@ -184,6 +182,10 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
                 with metrics_path.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
             log(record)
+        # The checkpoint after the step's metrics line: a kill between the two leaves a line past the
+        # checkpoint, which resume drops, never a checkpointed step without its line.
+        if tc.save_every and step % tc.save_every == 0 and step < total_steps and accelerator.is_main_process:
+            checkpoints.save(run_dir, step, model, optimizer, scheduler, state, tc.keep_last)
         if stop:
             break
 
