@@ -147,8 +147,20 @@ def test_budget_stops_mid_run_keeps_what_was_made_and_a_rerun_resumes_from_the_c
     assert len(kept) == 10 and stats["complete"] is True
     assert len(teacher.asked) == 20 - 7 and stats["teacher_usage"]["cached"] == 7  # nothing paid twice
     teacher = fake(lowercase_no_comma)
-    again, _, stats = outputs(adhere.synth.run(config))
+    lines: list[str] = []
+    again, _, stats = outputs(adhere.synth.run(config, log=lines.append))
     assert teacher.asked == [] and stats["teacher_usage"]["cached"] == 20 and again == kept
+    assert not any(line.startswith("teacher:") for line in lines)  # progress only for batches the teacher made
+
+
+def test_each_teacher_batch_is_logged(tmp_path: Path, fake: Any) -> None:
+    prompts = "".join(f"Write note number {i} about gardens.\n" for i in range(3))
+    path = project(tmp_path, {**CONSTRAINTS, "target": 3, "batch_size": 2}, prompts)
+    fake(lowercase_no_comma)
+    lines: list[str] = []
+    adhere.synth.run(load_config(path), log=lines.append)
+    teacher_lines = [line for line in lines if line.startswith("teacher:")]
+    assert teacher_lines and teacher_lines[-1].startswith("teacher: 6 calls,")
 
 
 def test_token_budget_stops_after_the_batch_that_spent_it(tmp_path: Path, fake: Any) -> None:

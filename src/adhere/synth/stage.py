@@ -48,7 +48,7 @@ def run(config: ProjectConfig, log: Callable[[str], None] = lambda message: None
     log(f"{len(seeds)} seeds from {synth.seed_file}" + (f" ({len(seed_drops)} rows dropped)" if seed_drops else ""))
     run_dir = runs.start_stage(config, "synth")
     ledger = Ledger(synth.target)
-    with opened_teacher(config) as teacher:
+    with opened_teacher(config, log) as teacher:
         ctx = Context(config, teacher, seeds, eval_index(synth.decontam), ledger)
         GENERATORS[synth.mode](ctx, log)
     if teacher.budget.stopped:

@@ -12,7 +12,7 @@ deterministic, the rerun asks the same questions, and only the new ones reach th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -69,10 +69,11 @@ class Budget:
 class Teacher:
     """`backend` (a CachedBackend) asked `batch_size` chats at a time while the budget lasts."""
 
-    def __init__(self, backend: Any, budget: Budget, batch_size: int) -> None:
+    def __init__(self, backend: Any, budget: Budget, batch_size: int, log: Callable[[str], None] | None = None) -> None:
         self.backend = backend
         self.budget = budget
         self.batch_size = batch_size
+        self.log = log  # told after each batch the teacher generated: a local teacher takes minutes a batch
         self.name = backend.name
         self.identity = backend.identity
 
@@ -86,9 +87,13 @@ class Teacher:
                 break
             # Never more chats than calls left: the cache may answer some, but none may overspend.
             size = self.batch_size if room is None else min(self.batch_size, room)
-            for generation in self.backend.generate(chats[len(out):len(out) + size], params):
+            batch = self.backend.generate(chats[len(out):len(out) + size], params)
+            for generation in batch:
                 self.budget.spend(generation)
                 out.append(generation)
+            if self.log is not None and not all(g.cached for g in batch):
+                b = self.budget
+                self.log(f"teacher: {b.calls:,} calls, {b.tokens:,} tokens so far ({b.cached:,} answers from the cache)")
         return out
 
 
@@ -98,7 +103,7 @@ def not_sent(generation: Generation) -> bool:
 
 
 @contextmanager
-def opened_teacher(config: ProjectConfig) -> Iterator[Teacher]:
+def opened_teacher(config: ProjectConfig, log: Callable[[str], None] | None = None) -> Iterator[Teacher]:
     """The configured teacher with its cache in workdir/synth/cache/ and a fresh budget."""
     from adhere.eval.backends import opened
 
@@ -107,4 +112,4 @@ def opened_teacher(config: ProjectConfig) -> Iterator[Teacher]:
     # A local teacher batches synth.batch_size chats; eval's batch_size is what the shared builder reads.
     local = config.model_copy(update={"eval": config.eval.model_copy(update={"batch_size": synth.batch_size})})
     with opened(synth.teacher, local, config.stage_dir("synth") / "cache") as backend:
-        yield Teacher(backend, Budget.of(synth.budget), synth.batch_size)
+        yield Teacher(backend, Budget.of(synth.budget), synth.batch_size, log)
