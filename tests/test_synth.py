@@ -163,6 +163,15 @@ def test_each_teacher_batch_is_logged(tmp_path: Path, fake: Any) -> None:
     assert teacher_lines and teacher_lines[-1].startswith("teacher: 6 calls,")
 
 
+def test_prompts_the_budget_kept_from_the_teacher_count_as_not_tried(tmp_path: Path, fake: Any) -> None:
+    prompts = "".join(f"Write note number {i} about gardens.\n" for i in range(10))
+    path = project(tmp_path, {**CONSTRAINTS, "target": 10, "batch_size": 2, "budget": {"max_calls": 3}}, prompts)
+    fake(lowercase_no_comma)
+    kept, rejected, stats = outputs(adhere.synth.run(load_config(path)))
+    assert kept == [] and len(rejected) == 10 and stats["generator"]["prompts_not_tried"] == 7
+    assert stats["generator"]["constraints"]["punctuation:no_comma"] == {"attached": 3, "kept": 0}
+
+
 def test_token_budget_stops_after_the_batch_that_spent_it(tmp_path: Path, fake: Any) -> None:
     prompts = "".join(f"Write note number {i} about gardens.\n" for i in range(10))
     path = project(tmp_path, {**CONSTRAINTS, "budget": {"max_tokens": 30}}, prompts)

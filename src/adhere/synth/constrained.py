@@ -37,7 +37,7 @@ def generate(ctx: Context, log: Callable[[str], None]) -> None:
     tally: dict[str, Counter[str]] = {"attached": Counter(), "kept": Counter()}
     ctx.stats.update(samples_per_kept=Counter(), constraints=tally)
     items = [(variant, index, seed) for variant in range(cfg.variants) for index, seed in enumerate(ctx.seeds)]
-    done = 0
+    done = unsent = 0
     while done < len(items) and not ctx.ledger.full and not ctx.teacher.budget.stopped:
         # Only as many prompts as records still wanted (at least a batch): near the target, no budget is wasted.
         size = max(ctx.synth.batch_size, ctx.ledger.target - len(ctx.ledger.kept))
@@ -47,9 +47,9 @@ def generate(ctx: Context, log: Callable[[str], None]) -> None:
         attempts = [a for a in (_attempt(ctx, *item) for item in chunk) if a is not None]
         sample_until_pass(ctx, attempts, cfg.samples)
         for attempt in attempts:
-            _settle(ctx, attempt, tally)
-        log(f"{done} of {len(items)} prompts tried; {len(ctx.ledger.kept)} records kept")
-    ctx.stats["prompts_not_tried"] = len(items) - done
+            unsent += not _settle(ctx, attempt, tally)
+        log(f"{done - unsent} of {len(items)} prompts tried; {len(ctx.ledger.kept)} records kept")
+    ctx.stats["prompts_not_tried"] = len(items) - done + unsent  # never reached: the target or the budget came first
     ctx.stats["samples_per_kept"] = dict(sorted(ctx.stats["samples_per_kept"].items()))
     ctx.stats["constraints"] = {kind: {"attached": n, "kept": tally["kept"][kind]} for kind, n in tally["attached"].most_common()}
 
@@ -70,13 +70,16 @@ def _attempt(ctx: Context, variant: int, index: int, seed: Seed) -> Attempt | No
     return Attempt(ctx.chat(prompt), check, payload)
 
 
-def _settle(ctx: Context, attempt: Attempt, tally: dict[str, Counter[str]]) -> None:
+def _settle(ctx: Context, attempt: Attempt, tally: dict[str, Counter[str]]) -> bool:
+    """Keep or drop the attempt; False when it never reached the teacher (the budget ran out first)."""
     payload = attempt.payload
-    tally["attached"].update(a.id for a in payload["attached"])
+    sent = attempt.tries > 0 or any(rule != "budget_exhausted" for rule in attempt.problems)
+    if sent:  # per-constraint counts are over prompts the teacher answered
+        tally["attached"].update(a.id for a in payload["attached"])
     if attempt.passed is None:
         problem = failure(attempt, ctx.synth.constraints.samples)
         ctx.ledger.drop(problem.rule, problem.reason, _shown(payload))
-        return
+        return sent
     text, sample = attempt.passed
     attached: list[Attached] = payload["attached"]
     record = ctx.record(
@@ -91,6 +94,7 @@ def _settle(ctx: Context, attempt: Attempt, tally: dict[str, Counter[str]]) -> N
     if ctx.ledger.keep(record):
         tally["kept"].update(a.id for a in attached)
         ctx.stats["samples_per_kept"][sample + 1] += 1
+    return True
 
 
 def _shown(payload: dict[str, Any]) -> dict[str, Any]:
