@@ -109,3 +109,41 @@ def test_cli_run_prints_the_comparison_and_rejects_an_unknown_stage(tmp_path: Pa
     again = subprocess.run([str(adhere), "run", str(path), "--force", "nothing"], capture_output=True, text=True,
                            check=False)
     assert again.returncode == 2 and "--force nothing: no such stage" in again.stderr
+
+
+def test_bad_projects_stop_at_their_stage_with_a_clear_message_and_keep_earlier_outputs(
+        tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from adhere.cli import main
+
+    def run_cli(path: Path) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["adhere", "run", str(path)])
+        with pytest.raises(SystemExit) as stop:
+            main()
+        return int(stop.value.code or 0), capsys.readouterr().err
+
+    # every row rejected: the data stage stops the run; the spec stage's outputs stay
+    (tmp_path / "empty").mkdir()
+    path = make_project(tmp_path / "empty", tiny_dir)
+    (path.parent / "rows.jsonl").write_text('{"instruction": "Review snippet 0", "output": ""}\n' * 3)
+    code, err = run_cli(path)
+    workdir = path.parent / "runs" / "demo"
+    assert code == 2 and "data" in err and "rejected" in err, err
+    assert (workdir / "spec" / "fingerprint.json").is_file() and not (workdir / "baseline").exists()
+
+    # a model that cannot be loaded: stops at the first stage that needs it, naming model.base
+    (tmp_path / "nomodel").mkdir()
+    path = make_project(tmp_path / "nomodel", tiny_dir)
+    config = json.loads(path.read_text())
+    config["model"]["base"] = str(tmp_path / "no-such-model")
+    path.write_text(json.dumps(config))
+    code, err = run_cli(path)
+    workdir = path.parent / "runs" / "demo"
+    assert code == 2 and "model.base" in err and "no-such-model" in err, err
+    assert (workdir / "spec" / "fingerprint.json").is_file() and not (workdir / "train" / "fingerprint.json").exists()
+
+    # a workdir that cannot be written (a file stands where its folder should be)
+    (tmp_path / "blocked").mkdir()
+    path = make_project(tmp_path / "blocked", tiny_dir)
+    (path.parent / "runs").write_text("a file, not a folder")
+    code, err = run_cli(path)
+    assert code == 2 and "cannot write" in err and "set workdir" in err and "Traceback" not in err, err

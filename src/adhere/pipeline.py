@@ -125,10 +125,9 @@ def run(config: ProjectConfig, report: Reporter = lambda event, details: None, f
             report("skip", details)
             continue
         report("stage", details)
-        folder = config.stage_dir(stage.name)
+        folder = runs.stage_folder(config, stage.name)
         pending = folder / "fingerprint.pending.json"
         resume = stage.name == "train" and _can_resume(config, pending, stage)
-        folder.mkdir(parents=True, exist_ok=True)
         (folder / "fingerprint.json").unlink(missing_ok=True)  # no longer current, whatever happens next
         print_ = fingerprint(stage, config)
         runs.write_json_atomic(pending, {"sha256": print_})

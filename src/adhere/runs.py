@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adhere.errors import UserError
+
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
 
@@ -28,10 +30,23 @@ CHUNK = 1 << 20  # 1 MiB reads keep hashing a multi-GB checkpoint at disk speed 
 
 def start_stage(config: ProjectConfig, stage: str) -> Path:
     """Create `workdir/<stage>/` and write `config.yaml` and `env.json` into it."""
-    run_dir = config.stage_dir(stage)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = stage_folder(config, stage)
     write_text_atomic(run_dir / "config.yaml", config.to_yaml())
     write_json_atomic(run_dir / "env.json", environment())
+    return run_dir
+
+
+def stage_folder(config: ProjectConfig, stage: str) -> Path:
+    """`workdir/<stage>/`, created; a workdir that cannot be written is a UserError that says what to change."""
+    run_dir = config.stage_dir(stage)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"workdir {config.workdir}: cannot write {run_dir} ({error.strerror or error}); "
+                        "set workdir in adhere.yaml (or --set workdir=...) to a folder you can write") from None
     return run_dir
 
 
