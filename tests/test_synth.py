@@ -141,6 +141,15 @@ def test_budget_stops_mid_run_keeps_what_was_made_and_a_rerun_resumes_from_the_c
     assert len(kept) == 3 and stats["rejected_by_rule"] == {"budget_exhausted": 1}
     assert stats["generator"]["prompts_not_tried"] == 6
 
+    # The same project again (`adhere synth` then `adhere run`): the 7 answers come from the cache and
+    # count against the budget, so nothing new is bought and the output is the same.
+    teacher = fake(lowercase_no_comma)
+    same, _, stats = outputs(adhere.synth.run(load_config(path)))
+    assert teacher.asked == [] and same == kept
+    usage = stats["teacher_usage"]
+    assert (usage["calls"], usage["cached"]) == (0, 7)
+    assert usage["stopped"] == "budget.max_calls=7 reached; 7 of the answers from the cache"
+
     teacher = fake(lowercase_no_comma)
     config = load_config(path, ["synth.budget.max_calls=0", "synth.target=10"])
     kept, _, stats = outputs(adhere.synth.run(config))

@@ -33,13 +33,16 @@ SELF_INSTRUCT_BLACKLIST = [
 
 
 class BudgetConfig(Section):
-    """A hard stop on what the teacher may cost; answers read back from the cache are free."""
+    """A hard stop on the teacher answers a data set is built from. Answers read back from the cache are
+    free but count, so a rerun of a finished or stopped run buys nothing new and stops at the same place;
+    raise the budget to go on."""
 
     max_calls: NonNegativeInt = 0
-    """Teacher requests at most (one per chat generated); 0 means no limit. Never exceeded."""
+    """Teacher answers at most (one per chat, generated now or read from the cache); 0 means no limit.
+    Never exceeded."""
     max_tokens: NonNegativeInt = 0
-    """Prompt plus completion tokens at most; 0 means no limit. Checked after each batch, so a run may
-    go over by one batch (batch_size answers)."""
+    """Prompt plus completion tokens of those answers at most; 0 means no limit. Checked after each batch,
+    so a run may go over by one batch (batch_size answers)."""
 
 
 class SelfInstructConfig(Section):

@@ -8,6 +8,10 @@ The backend is the evaluation's (`adhere.eval.backends.opened`: base, folder or 
 SQLite cache in `workdir/synth/cache/`. Answers read back from the cache cost nothing, so a run
 cut off by the budget, Ctrl-C or a crash resumes where it stopped: every request is seeded and
 deterministic, the rerun asks the same questions, and only the new ones reach the teacher.
+
+The budget bounds the answers a data set is built from, cached or new: rerunning a project whose
+budget ran out (`adhere synth` then `adhere run`) reads the same answers back and stops at the same
+place, instead of buying another budget's worth; raising the budget continues where it stopped.
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ NOT_SENT = "not sent: the synth budget is spent"
 
 @dataclass
 class Budget:
-    """What the teacher has cost this run, against synth.budget."""
+    """The answers this run used, against synth.budget: those the teacher generated now and those read from the cache."""
 
     max_calls: int = 0
     max_tokens: int = 0
-    calls: int = 0  # chats the teacher generated (cache misses)
+    calls: int = 0  # chats the teacher generated (cache misses): what this run paid for
     tokens: int = 0  # their prompt + completion tokens
-    cached: int = 0  # answers read back from the cache, free
+    cached: int = 0  # answers read back from the cache, free now, paid for by an earlier run
+    cached_tokens: int = 0  # their prompt + completion tokens
     errors: int = 0  # answers that failed (timeouts, HTTP errors, a crashing model)
     stopped: str | None = None
 
@@ -44,17 +49,22 @@ class Budget:
 
     def room(self) -> int | None:
         """Chats that may still be sent (None: no call limit); sets `stopped` once nothing may."""
-        if self.max_tokens and self.tokens >= self.max_tokens:
-            self.stopped = f"budget.max_tokens={self.max_tokens} reached ({self.tokens} tokens)"
-        elif self.max_calls and self.calls >= self.max_calls:
-            self.stopped = f"budget.max_calls={self.max_calls} reached"
+        calls, tokens = self.calls + self.cached, self.tokens + self.cached_tokens
+        if self.max_tokens and tokens >= self.max_tokens:
+            self.stopped = f"budget.max_tokens={self.max_tokens} reached ({tokens} tokens{self._cache_part()})"
+        elif self.max_calls and calls >= self.max_calls:
+            self.stopped = f"budget.max_calls={self.max_calls} reached{self._cache_part()}"
         if self.stopped:
             return 0
-        return self.max_calls - self.calls if self.max_calls else None
+        return self.max_calls - calls if self.max_calls else None
+
+    def _cache_part(self) -> str:
+        return f"; {self.cached} of the answers from the cache" if self.cached else ""
 
     def spend(self, generation: Generation) -> None:
         if generation.cached:
             self.cached += 1
+            self.cached_tokens += generation.prompt_tokens + generation.completion_tokens
             return
         self.calls += 1
         self.tokens += generation.prompt_tokens + generation.completion_tokens
@@ -62,7 +72,8 @@ class Budget:
             self.errors += 1
 
     def summary(self) -> dict[str, Any]:
-        return {"calls": self.calls, "tokens": self.tokens, "cached": self.cached, "errors": self.errors,
+        return {"calls": self.calls, "tokens": self.tokens, "cached": self.cached, "cached_tokens": self.cached_tokens,
+                "errors": self.errors,
                 "max_calls": self.max_calls, "max_tokens": self.max_tokens, "stopped": self.stopped}
 
 
