@@ -317,3 +317,17 @@ def test_item_f1_matches_findings_on_their_key_fields_only():
     assert item_f1('{"suggestions": [{"rule": "x"}]}', '{"suggestions": []}', path="suggestions", key=("rule",)) == 0.0
     assert field_rouge_l('{"summary": "two issues found"}', '{"summary": "two issues"}', path="summary") == 0.8
     assert field_rouge_l('{"summary": 3}', '{"summary": "two issues"}', path="summary") == 0.0
+
+
+def test_item_f1_an_item_without_its_key_matches_nothing():
+    from adhere.eval.metrics import item_f1, item_scores
+
+    # Issue 14, defect 11: two items lacking `line` used to match each other by position (F1 1.0).
+    assert item_f1('{"s": [{"rule": "E9"}]}', '{"s": [{"rule": "E1"}]}', path="s", key=("line",)) == 0.0
+    assert item_f1('{"s": [{"rule": "E1"}]}', '{"s": [{"rule": "E1"}]}', path="s", key=("line", "rule")) == 0.0
+    # Each counts: a false positive in the response, a false negative in the reference.
+    unkeyed = item_scores('{"s": [{"line": 1}, {"rule": "E9"}, "E1"]}', '{"s": [{"line": 1}, {"rule": "E1"}]}',
+                          path="s", key=("line",))
+    assert (unkeyed.tp, unkeyed.fp, unkeyed.fn) == (1, 2, 1)
+    # A list of strings is not an empty answer: against an empty reference it finds only false positives.
+    assert item_f1('{"s": ["unused import"]}', '{"s": []}', path="s", key=("rule",)) == 0.0

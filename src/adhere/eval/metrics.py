@@ -298,20 +298,24 @@ def item_scores(response: str, reference: str, *, path: str, key: tuple[str, ...
         (1, 1, 0)
 
     With key ("line", "rule") this is the F1 of code-review findings; with ("rule",) it forgives a wrong line.
-    Items are a multiset (two identical findings count twice); an item missing a key field matches nothing.
+    Items are a multiset (two identical findings count twice). An item that is not an object or lacks a
+    key field matches nothing, not even another such item: it is a false positive in the response and a
+    false negative in the reference.
     Both lists empty is a perfect answer (tp = fp = fn = 0, and F1 is then defined as 1.0 by `item_f1`).
     A response that does not parse, or has no list there, finds nothing: fn = every reference item.
     """
-    def items(text: str) -> Counter:
+    def items(text: str) -> tuple[Counter, int]:
+        """The key values of each keyed item, and how many items have no key to match on."""
         ok, value = parse_json(text)
         found = _at(value, path) if ok else None
         rows = found if isinstance(found, list) else []
-        return Counter(tuple(_scalar(row.get(f)) if f in row else ("missing", i) for f in key)
-                       for i, row in enumerate(rows) if isinstance(row, dict))
+        keyed = Counter(tuple(_scalar(row[f]) for f in key)
+                        for row in rows if isinstance(row, dict) and all(f in row for f in key))
+        return keyed, len(rows) - sum(keyed.values())
 
-    expected, got = items(reference), items(response)
+    (expected, unkeyed_expected), (got, unkeyed_got) = items(reference), items(response)
     tp = sum((expected & got).values())
-    return FieldScores(tp=tp, fp=sum(got.values()) - tp, fn=sum(expected.values()) - tp)
+    return FieldScores(tp=tp, fp=sum(got.values()) - tp + unkeyed_got, fn=sum(expected.values()) - tp + unkeyed_expected)
 
 
 def item_f1(response: str, reference: str, *, path: str, key: tuple[str, ...]) -> float:
