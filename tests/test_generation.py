@@ -151,6 +151,24 @@ def test_sampling_is_reproducible_for_a_seed_in_any_batch(backend: LocalBackend)
     assert sum(a != b for a, b in zip(batched, greedy)) >= 6 and sum(a != b for a, b in zip(batched, other_seed)) >= 6
 
 
+def test_top_p_0_keeps_the_most_likely_token() -> None:
+    from adhere.generation.sampling import seeded_sampler
+
+    # Issue 14, defect 12: top_p 0 zeroed every token and torch.multinomial refused the row.
+    scores = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    sampler = seeded_sampler([[1], [2, 3], [4]], GenerationParams(8, temperature=5.0, top_p=0.0), "cpu")
+    out = sampler(None, scores)
+    assert torch.equal(out.argmax(dim=-1), scores.argmax(dim=-1))
+    assert torch.equal(torch.isfinite(out).sum(dim=-1), torch.ones(3, dtype=torch.long))  # one choice per row
+
+
+def test_top_p_0_samples_the_greedy_answer(backend: LocalBackend) -> None:
+    greedy = [g.text for g in backend.generate(CHATS, GenerationParams(max_new_tokens=12))]
+    for seed in (0, 7):  # a high temperature would make any other kept token likely
+        nucleus = backend.generate(CHATS, GenerationParams(12, temperature=5.0, top_p=0.0, seed=seed))
+        assert [g.text for g in nucleus] == greedy and {g.finish_reason for g in nucleus} <= {"stop", "length"}
+
+
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft 0.21, upstream
 def test_adapter_is_merged_and_its_tokenizer_used(base_dir: Path, tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
@@ -221,7 +239,7 @@ def test_long_prompt_is_an_error_result_and_oom_splits_the_batch(backend: LocalB
 
 
 def test_params_and_chats_are_checked() -> None:
-    for bad in ({"max_new_tokens": 0}, {"temperature": -1}, {"top_p": 0}):
+    for bad in ({"max_new_tokens": 0}, {"temperature": -1}, {"top_p": -0.1}, {"top_p": 1.5}):
         with pytest.raises(UserError, match=next(iter(bad))):
             GenerationParams(**bad)
     with pytest.raises(UserError, match=r"chats\[1\]: ends with a 'assistant' message"):

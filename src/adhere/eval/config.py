@@ -109,7 +109,7 @@ class EvalConfig(Section):
     temperature: NonNegativeFloat = 0.0
     """0 is greedy decoding; above 0 samples with `seed`."""
     top_p: Fraction = 1.0
-    """Nucleus sampling mass when temperature > 0."""
+    """Nucleus sampling mass when temperature > 0; the most likely token always stays, so 0 is greedy."""
     batch_size: PositiveInt = 8
     """Prompts generated together by a local model."""
     seed: int = 0

@@ -25,8 +25,8 @@ class GenerationParams:
             raise UserError(f"max_new_tokens: expected a positive integer, got {self.max_new_tokens!r}")
         if not 0 <= self.temperature <= 100:  # also rejects NaN
             raise UserError(f"temperature: expected a number from 0 (greedy) to 100, got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p: expected a number above 0 and at most 1, got {self.top_p!r}")
+        if not 0 <= self.top_p <= 1:  # 0 keeps only the most likely token (see sampling.py)
+            raise UserError(f"top_p: expected a number from 0 to 1, got {self.top_p!r}")
 
 
 @dataclass

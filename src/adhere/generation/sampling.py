@@ -4,7 +4,8 @@
 on which prompts shared its batch and in what order. Here each row draws from its own
 generator, seeded from (params.seed, the prompt's token ids): the same prompt and seed give
 the same answer alone, in any batch, in any run. The processor returns logits that are 0 at the
-drawn token and -inf elsewhere, so generate's greedy step takes exactly that token.
+drawn token and -inf elsewhere, so generate's greedy step takes exactly that token. top_p keeps the
+most likely tokens until their mass reaches it, and always the most likely one: top_p 0 is greedy.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def seeded_sampler(prompts: list[list[int]], params: GenerationParams, device: A
             probs = torch.softmax(scores.float() / params.temperature, dim=-1)
             if params.top_p < 1.0:  # nucleus: keep the most likely tokens until their mass reaches top_p
                 ordered, index = probs.sort(dim=-1, descending=True)
-                ordered[(ordered.cumsum(dim=-1) - ordered) >= params.top_p] = 0.0  # the first token always stays
+                drop = (ordered.cumsum(dim=-1) - ordered) >= params.top_p
+                # The most likely token always stays: at top_p 0 the row would be all zeros, which
+                # torch.multinomial refuses; keeping it makes top_p 0 greedy.
+                drop[..., 0] = False
+                ordered[drop] = 0.0
                 probs = torch.zeros_like(probs).scatter_(-1, index, ordered)
             chosen = torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.generators)])
             out = torch.full_like(scores, float("-inf"))
