@@ -4,8 +4,9 @@
 
 LoRA adapters are merged into the base weights (PEFT's merge_and_unload). The
 folder holds safetensors weights, the tokenizer with the exact chat template
-used in training, a generation_config.json that stops at the end-of-turn
-token, and a README.md model card with the base model, the data lineage, the
+used in training, a generation_config.json that stops at the template's
+end-of-turn token and at eos (the stop list `LocalBackend` uses), and a
+README.md model card with the base model, the data lineage, the
 hyperparameters and the final losses.
 """
 
@@ -27,6 +28,7 @@ def run(config: ProjectConfig, out: Path | None = None) -> Path:
     """Write the merged model to `out` (default workdir/export/); return the folder."""
     import torch
 
+    from adhere.generation.local import stop_token_ids
     from adhere.models import load_model
 
     train_dir = config.stage_dir("train")
@@ -50,8 +52,10 @@ def run(config: ProjectConfig, out: Path | None = None) -> Path:
     trained_tokenizer = _trained_tokenizer(weights)
     if trained_tokenizer is not None:
         tokenizer = trained_tokenizer  # the chat template exactly as training used it
-    end_of_turn = tokenizer.eos_token_id
-    model.generation_config.eos_token_id = end_of_turn
+    # LocalBackend's stop list, so plain `generate` on this folder stops where adhere's answers do: the end
+    # of turn as well as eos where they differ (Gemma's <end_of_turn> and <eos>). One id stays an int.
+    stops = sorted(stop_token_ids(tokenizer, model))
+    model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
