@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-# The error type that `config.format_error` prints as its message, unchanged.
+# The error type whose message `config.describe_error` shows as written, followed by the value given.
 EXPECTED = "adhere_expected"
 
 
@@ -49,7 +49,7 @@ AT = "adhere_at"
 
 
 def error_at(path: tuple[str | int, ...], message: str) -> PydanticCustomError:
-    """An error for `config.format_error` to report at `<field>.<path...>`."""
+    """An error that `config.validate_config` reports at `<field>.<path...>` (the path added by `config.error_loc`)."""
     return PydanticCustomError(AT, "{message}", {"message": message, "path": path})
 
 

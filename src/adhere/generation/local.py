@@ -250,8 +250,9 @@ def _use_bf16_autocast(precision: Precision, model: Any, device_type: str) -> bo
 
     On CUDA, load_model's 'auto' dtype already loads bf16 weights; autocast covers a float32 load. On CPU,
     decoding reads every weight once per token: autocast re-casts the float32 weights on each step, and
-    bf16 weights need native bf16 math to pay off. Measured on SmolLM2-135M on 2 cores without AVX-512
-    BF16 (bench/eval_bench.py, docs/benchmarks.md): BF16_NOTE
+    bf16 weights need native bf16 math to pay off. Not yet measured for generation: the table in
+    docs/benchmarks.md was run with `bench/eval_bench.py --no-bf16`; without that flag the script also
+    times bf16 autocast and counts the greedy answers it changes.
     """
     import torch
 
