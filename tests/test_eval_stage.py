@@ -26,22 +26,26 @@ class Endpoint(BaseHTTPRequestHandler):
     """An OpenAI-compatible stub: a judge that grades 4 and prefers answers starting with '{', and an
     'api' model that answers in JSON but fails with HTTP 500 on prompts about eval()."""
 
+    def answer(self, model: str, text: str) -> str | None:
+        """The reply to the last user message `text`; None for an HTTP 500."""
+        if model == "api" and "eval(" in text:
+            return None
+        if model == "judge" and "[Response A]" in text:
+            a = text.split("[Response A]\n", 1)[1].startswith("{")
+            b = text.split("[Response B]\n", 1)[1].startswith("{")
+            return "[[C]]" if a == b else ("[[A]]" if a else "[[B]]")
+        if model == "judge":
+            return "no idea" if "import os" in text else "instruction_following: 4\nFine."
+        return '{"verdict": "approve"}'
+
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        text = body["messages"][-1]["content"]
-        if body["model"] == "api" and "eval(" in text:
+        answer = self.answer(body["model"], body["messages"][-1]["content"])
+        if answer is None:
             self.send_response(500)
             self.end_headers()
             self.wfile.write(b'{"error": {"message": "model crashed"}}')
             return
-        if body["model"] == "judge" and "[Response A]" in text:
-            a = text.split("[Response A]\n", 1)[1].startswith("{")
-            b = text.split("[Response B]\n", 1)[1].startswith("{")
-            answer = "[[C]]" if a == b else ("[[A]]" if a else "[[B]]")
-        elif body["model"] == "judge":
-            answer = "no idea" if "import os" in text else "instruction_following: 4\nFine."
-        else:
-            answer = '{"verdict": "approve"}'
         reply = {"id": "x", "object": "chat.completion", "model": body["model"],
                  "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
                  "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
@@ -56,13 +60,29 @@ class Endpoint(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def endpoint() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+class Echo(Endpoint):
+    """A stub model whose answer names the question: 'Answer to <last user message>'."""
+
+    def answer(self, model: str, text: str) -> str | None:
+        return f"Answer to {text}"
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    yield from serve(Endpoint)
+
+
+@pytest.fixture
+def echo() -> Iterator[str]:
+    yield from serve(Echo)
 
 
 def make_project(tmp_path: Path, tiny_dir: Path, url: str) -> Path:
@@ -192,3 +212,39 @@ def test_eval_config_errors_name_the_key(tmp_path: Path, eval_yaml: str, message
     path.write_text(f"name: p\neval: {eval_yaml}\n")
     with pytest.raises(UserError, match=re.escape(message)):
         load_config(path)
+
+
+def test_repeated_held_out_ids_keep_every_prompt_with_its_own_answer(tmp_path: Path, echo: str) -> None:
+    # Issue 14, defect 10: answers were keyed by meta.id, so a repeated id paired a prompt with another's
+    # answer and dropped one silently. meta.id comes from the source rows as given; two sources repeat it.
+    data = tmp_path / "runs" / "p" / "data"
+    data.mkdir(parents=True)
+    ids = ["a", "b", "a", None, "a#2"]
+    rows = [{"messages": [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": f"Answer to Q{i}"}],
+             "meta": {"id": item_id} if item_id else {}} for i, item_id in enumerate(ids)]
+    (data / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    api = {"name": "api", "kind": "endpoint", "endpoint": {"base_url": echo, "model": "api", "max_tries": 1}}
+    (tmp_path / "adhere.yaml").write_text(json.dumps({"name": "p", "eval": {"models": [api], "suites": ["held_out"]}}))
+    messages: list[str] = []
+    run_dir = adhere.eval.run(load_config(tmp_path / "adhere.yaml"), log=messages.append)
+
+    held = json.loads((run_dir / "results.json").read_text())["suites"]["held_out"]
+    assert held["counts"] == {"prompts": 5, "scored": 5, "skipped": {}}
+    assert held["metrics"]["exact_match"]["models"]["api"] == {"value": 1.0, "ci": [1.0, 1.0], "n": 5}
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert [s["id"] for s in samples] == ["a", "b", "a#3", "eval-4", "a#2"]  # 'a#2' is taken by line 5
+    assert all(s["response"] == s["reference"] == f"Answer to {s['prompt']}" for s in samples)
+    eval_file = data / "eval.jsonl"
+    assert f"note {eval_file}:3: id 'a' is also on line 1; scored as 'a#3'" in messages
+
+
+def test_a_repeated_custom_id_is_skipped_naming_both_lines(tmp_path: Path) -> None:
+    from adhere.eval.suites import load
+
+    lines = [{"id": "c1", "prompt": "Review: x"}, {"id": "c2", "prompt": "Review: y"}, {"id": "c1", "prompt": "Review: z"}]
+    (tmp_path / "custom.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (tmp_path / "adhere.yaml").write_text("name: p\neval: {suites: [custom], custom_file: custom.jsonl}\n")
+    suite = load("custom", load_config(tmp_path / "adhere.yaml"))
+    assert [item.prompt for item in suite.items] == ["Review: x", "Review: y"]
+    assert suite.problems == [(f"{tmp_path / 'custom.jsonl'}:3",
+                               "id 'c1' is already used on line 1; give each prompt its own id")]

@@ -57,6 +57,8 @@ def run(config: ProjectConfig, log: Log = lambda message: None, *, stage: str = 
     for suite in loaded.values():
         for where, why in suite.problems:
             log(f"skipped {where}: {why}")
+        for where, what in suite.notes:
+            log(f"note {where}: {what}")
     run_dir = runs.start_stage(config, stage)
     params = GenerationParams(max_new_tokens=ec.max_new_tokens, temperature=ec.temperature, top_p=ec.top_p, seed=ec.seed)
     asked = {("held_out" if name == "judge" else name): suite for name, suite in loaded.items()}  # judge grades held_out

@@ -7,7 +7,9 @@
 
 A line that cannot be used is skipped and reported with its file and line
 number (`Suite.problems`), so one bad line never hides the other prompts; a
-file with no usable line at all is an error.
+file with no usable line at all is an error. Ids key every answer and score,
+so they are unique within a suite: a repeated custom id or IFEval key is such
+a bad line, and a held-out `meta.id` seen before gets a suffix (see `held_out`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Suite:
     title: str
     items: list[Item]
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file:line, why it was skipped)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (file:line, what was changed to use it)
 
 
 def load(name: str, config: ProjectConfig) -> Suite:
@@ -60,17 +63,24 @@ def load(name: str, config: ProjectConfig) -> Suite:
     suite.name, suite.title = name, TITLES[name]
     if config.eval.max_prompts:
         suite.items = suite.items[: config.eval.max_prompts]
+    if len({item.id for item in suite.items}) != len(suite.items):  # answers are keyed by id: one would be lost
+        raise AssertionError(f"suite {name}: the loader let a repeated id through")
     return suite
 
 
 def held_out(config: ProjectConfig) -> Suite:
-    """The data stage's eval split: each record's chat up to its last assistant turn, which is the reference."""
+    """The data stage's eval split: each record's chat up to its last assistant turn, which is the reference.
+
+    An item's id is its record's `meta.id`, else `eval-<line>`. `meta.id` comes from the source rows as
+    given, so two sources that each number their rows from 1 repeat ids: a repeat is renamed `<id>#2`
+    (`#3`, ...) and noted, not dropped, since every record of the split is a prompt worth scoring.
+    """
     from adhere.data.records import read_records
 
     path = config.stage_dir("data") / "eval.jsonl"
     if not path.is_file():
         raise UserError(f"{path}: not found; run `adhere data {config.name}` first (it writes the eval split)")
-    items, problems = [], []
+    rows, problems = [], []
     for number, record in enumerate(read_records(path), start=1):
         messages = [{"role": m["role"], "content": m["content"]} for m in record.get("messages", [])]
         last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
@@ -78,11 +88,33 @@ def held_out(config: ProjectConfig) -> Suite:
             problems.append((f"{path}:{number}", "no assistant answer after a user turn to compare with"))
             continue
         meta = record.get("meta") or {}
-        item_id = str(meta.get("id") or f"eval-{number}")
-        items.append(Item(item_id, messages[:last], messages[last]["content"], list(config.spec.constraints)))
-    if not items:
+        rows.append((number, str(meta.get("id") or f"eval-{number}"), messages[:last], messages[last]["content"]))
+    if not rows:
         raise UserError(f"{path}: no usable eval example; check `adhere data` output or set data.eval_fraction")
-    return Suite("held_out", "", items, problems)
+    ids, notes = _unique_ids([(number, item_id) for number, item_id, _, _ in rows], path)
+    items = [Item(item_id, chat, reference, list(config.spec.constraints))
+             for item_id, (_, _, chat, reference) in zip(ids, rows)]
+    return Suite("held_out", "", items, problems, notes)
+
+
+def _unique_ids(rows: list[tuple[int, str]], path: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Each (line, id)'s id, a repeat suffixed '#2', '#3'... past every id in the file; a note per rename."""
+    taken = {item_id for _, item_id in rows}
+    first: dict[str, int] = {}
+    ids, notes = [], []
+    for number, item_id in rows:
+        if item_id not in first:
+            first[item_id] = number
+            ids.append(item_id)
+            continue
+        n = 2
+        while f"{item_id}#{n}" in taken:
+            n += 1
+        renamed = f"{item_id}#{n}"
+        taken.add(renamed)
+        ids.append(renamed)
+        notes.append((f"{path}:{number}", f"id {item_id!r} is also on line {first[item_id]}; scored as {renamed!r}"))
+    return ids, notes
 
 
 def ifeval(config: ProjectConfig) -> Suite:
@@ -103,7 +135,7 @@ def custom(config: ProjectConfig) -> Suite:
     path = Path(config.eval.custom_file)
     if not path.is_file():
         raise UserError(f"eval.custom_file: {path} not found; give a JSONL file of prompts and constraints")
-    items, problems, seen = [], [], set()
+    items, problems, seen = [], [], {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -116,9 +148,10 @@ def custom(config: ProjectConfig) -> Suite:
             problems.append((f"{path}:{number}", str(exc)))
             continue
         if item.id in seen:
-            problems.append((f"{path}:{number}", f"id {item.id!r} is used by an earlier line; ids must be unique"))
+            why = f"id {item.id!r} is already used on line {seen[item.id]}; give each prompt its own id"
+            problems.append((f"{path}:{number}", why))
             continue
-        seen.add(item.id)
+        seen[item.id] = number
         items.append(item)
     if not items:
         first = f"; first problem: {problems[0][0]}: {problems[0][1]}" if problems else ""
