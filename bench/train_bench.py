@@ -109,11 +109,11 @@ def review(rng: random.Random) -> dict:
 
 
 def write_project(folder: Path, model: Path, args: argparse.Namespace) -> Path:
-    """adhere.yaml and runs/bench/data/{train,eval}.jsonl, as `adhere data` would leave them."""
+    """adhere.yaml and runs/bench/data/{train,valid}.jsonl, as `adhere data` would leave them."""
     rng = random.Random(args.seed)
     data = folder / "runs" / "bench" / "data"
     data.mkdir(parents=True)
-    for split, rows in (("train", args.rows), ("eval", args.eval_rows)):
+    for split, rows in (("train", args.rows), ("valid", args.eval_rows)):
         with (data / f"{split}.jsonl").open("w") as handle:
             for _ in range(rows):
                 handle.write(json.dumps(review(rng)) + "\n")
@@ -138,7 +138,7 @@ def child_adhere(config_path: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     # step_s covers collate, forward, backward, clipping and the optimizer step, not the final evaluation
     return {"train_s": sum(s["step_s"] for s in steps), "first_step_s": steps[0]["step_s"], "steps": len(steps),
-            "final_train_loss": summary["final_train_loss"], "eval_loss": summary["final_eval_loss"],
+            "final_train_loss": summary["final_train_loss"], "eval_loss": summary["final_valid_loss"],
             "trained_tokens_logged": summary["trained_tokens"], "bf16": summary["bf16"]}
 
 
@@ -163,7 +163,7 @@ def child_trl(config_path: Path, same_batches: bool = False) -> dict:
     tc, data = config.train, config.stage_dir("data")
     tokenizer = AutoTokenizer.from_pretrained(config.model.base)
     model = AutoModelForCausalLM.from_pretrained(config.model.base, dtype=torch.float32)
-    records = {split: read_records(data / f"{split}.jsonl") for split in ("train", "eval")}
+    records = {split: read_records(data / f"{split}.jsonl") for split in ("train", "valid")}
     if same_batches:
         records["train"] = [records["train"][i] for batch in adhere_order(config_path) for i in batch]
     # SmolLM2's template has no {% generation %} markers and TRL 1.16 ships no training template for it, so
@@ -191,8 +191,8 @@ def child_trl(config_path: Path, same_batches: bool = False) -> dict:
     trainer.data_collator = counter
     trainer.train()
     counter.active = False
-    trl_eval = trainer.evaluate(pairs["eval"])["eval_loss"]
-    eval_ex = build_examples(records["eval"], tokenizer, tc.max_length, "eval")
+    trl_eval = trainer.evaluate(pairs["valid"])["eval_loss"]
+    eval_ex = build_examples(records["valid"], tokenizer, tc.max_length, "valid")
     shared_eval = evaluate(TokenLoss(trainer.model), eval_ex, tc.batch_size, tokenizer.pad_token_id, trainer.accelerator)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"train_s": timer.ends[-1] - timer.start, "first_step_s": timer.ends[0] - timer.start, "steps": len(timer.ends),

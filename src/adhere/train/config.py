@@ -57,12 +57,15 @@ class TrainConfig(Section):
     """Gradient clipping threshold."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory for long examples, about a third more time."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """'auto' uses bf16 autocast where the CPU or GPU supports it, fp32 otherwise."""
+    precision: Literal["auto", "bf16", "fp32", "pure_bf16"] = "auto"
+    """Compute precision: 'auto' uses bf16 autocast where the CPU or GPU supports it, fp32 otherwise. The trained
+    weights stay float32 (master weights; small updates would round away in bf16) whatever model.dtype loads;
+    'pure_bf16' trains bf16 weights directly, for less memory and less exact updates."""
     seed: int = 0
     """Seed for initialisation, shuffling and dropout."""
     eval_every: PositiveInt | None = None
-    """Evaluate on the eval split every this many steps (and always at the end)."""
+    """Measure the loss on the validation split (data/valid.jsonl, carved from the training rows) every this many
+    steps and at the end; the best weights so far are the ones written. The eval split stays for `adhere eval`."""
     log_every: PositiveInt = 1
     """Write a metrics.jsonl line every this many steps."""
     tensorboard: bool = False
@@ -71,9 +74,9 @@ class TrainConfig(Section):
     save_every: PositiveInt | None = None
     """Write a checkpoint every this many steps, for `adhere train --resume`."""
     keep_last: PositiveInt = 2
-    """Checkpoints kept (the one with the best eval loss is kept too)."""
+    """Checkpoints kept (the one with the best validation loss is kept too)."""
     early_stopping_patience: PositiveInt | None = None
-    """Stop after this many evaluations without a better eval loss; the best weights are the ones written."""
+    """Stop after this many evaluations without a better validation loss; the best weights are the ones written."""
 
     @model_validator(mode="after")
     def _patience_needs_evaluations(self) -> TrainConfig:

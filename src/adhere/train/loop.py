@@ -27,10 +27,14 @@ Log = Callable[[dict[str, Any]], None]
 class TokenLoss(torch.nn.Module):
     """Summed cross-entropy over trained positions only, computing logits just there.
 
-    The output head runs on the hidden states of trained positions, never on the
-    whole [batch, seq, vocab] block: with SmolLM2's 49,152-word vocabulary and
-    mostly-prompt examples that is most of the head's time and memory. Wrapping
-    the model in a module keeps DDP's gradient hooks on the forward pass.
+    The output head runs on the hidden states of trained positions, never on the whole
+    [batch, seq, vocab] block: with SmolLM2's 49,152-word vocabulary and mostly-prompt examples
+    that is most of the head's time and memory. The model's own forward runs, and a pre-hook on
+    its output head hands the head only those positions, so whatever the forward does to the
+    head's output (Gemma-2's final-logit softcapping, Granite's logits_scaling, Cohere's
+    logit_scale) applies here too: training and validation see the logits the deployed model
+    produces. Those steps are element-wise, so they do not mind the [trained, vocab] shape.
+    Wrapping the model in a module keeps DDP's gradient hooks on the forward pass.
     """
 
     def __init__(self, inner: Any) -> None:
@@ -38,10 +42,14 @@ class TokenLoss(torch.nn.Module):
         self.inner = inner
 
     def forward(self, input_ids: Any, attention_mask: Any, targets: Any) -> Any:
-        hidden = self.inner.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         keep = targets != IGNORE_INDEX
-        logits = self.inner.get_output_embeddings()(hidden[keep]).float()
-        return torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+        head = self.inner.get_output_embeddings()
+        hook = head.register_forward_pre_hook(lambda module, args: (args[0][keep],))
+        try:
+            logits = self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        finally:
+            hook.remove()
+        return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets[keep], reduction="sum")
 
 
 def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
@@ -91,8 +99,10 @@ def evaluate(loss_fn: Any, examples: list[Example], batch_size: int, pad_id: int
 def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | None = None) -> dict[str, Any]:
     """Tune `config.model` on workdir/data/train.jsonl; write metrics.jsonl and the adapter or model to `run_dir`.
 
-    With `resume`, a checkpoint folder, training continues from it and ends with the weights an
-    uninterrupted run would have.
+    Validation loss (for `eval_every`, early stopping and the best weights) is measured on
+    workdir/data/valid.jsonl, carved from the training rows by the data stage; the eval split is
+    left untouched for `adhere eval`. With `resume`, a checkpoint folder, training continues from
+    it and ends with the weights an uninterrupted run would have.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -111,8 +121,9 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
     set_seed(tc.seed)
     model, tokenizer = build_model(config.model, tc, accelerator.device.type)
     train_ex = build_examples(read_records(data_dir / "train.jsonl"), tokenizer, tc.max_length, str(data_dir / "train.jsonl"))
-    eval_records = read_records(data_dir / "eval.jsonl") if (data_dir / "eval.jsonl").is_file() else []
-    eval_ex = build_examples(eval_records, tokenizer, tc.max_length, "eval.jsonl") if eval_records else []
+    valid_path = data_dir / "valid.jsonl"
+    valid_records = read_records(valid_path) if valid_path.is_file() else []
+    valid_ex = build_examples(valid_records, tokenizer, tc.max_length, str(valid_path)) if valid_records else []
 
     world = accelerator.num_processes
     _, total_steps = plan_steps(len(train_ex), tc.batch_size, tc.grad_accum, tc.epochs, tc.max_steps, world)
@@ -124,19 +135,10 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
     stream = micro_batches(train_ex, tc.batch_size, tc.seed, accelerator.process_index, world)
     pad_id = tokenizer.pad_token_id
 
-    metrics_path = run_dir / "metrics.jsonl"
-    first_step, tokens_seen, eval_loss = 1, 0, None
-    if resume is not None:
-        progress = checkpoints.load(resume, model, optimizer, scheduler)
-        first_step, tokens_seen = progress["step"] + 1, progress["trained_tokens"]
-        for _ in range(progress["step"] * tc.grad_accum):  # the data stream, exactly where it was
-            next(stream)
-        kept = [line for line in metrics_path.read_text().splitlines() if _logged_step(line) <= progress["step"]]
-        metrics_path.write_text("".join(line + "\n" for line in kept))
-    else:
-        metrics_path.write_text("")
-    started, start_tokens, final_eval = time.perf_counter(), tokens_seen, None
-    best, stop = Best(tc.early_stopping_patience), False
+    metrics_path, best = run_dir / "metrics.jsonl", checkpoints.Best(tc.early_stopping_patience)
+    data_sha = checkpoints.data_digest([data_dir / "train.jsonl", valid_path])
+    first_step, tokens_seen = _resume(resume, model, optimizer, scheduler, best, stream, tc.grad_accum, metrics_path, total_steps)
+    started, start_tokens, valid_loss, final_valid, stop = time.perf_counter(), tokens_seen, None, None, False
     for step in range(first_step, total_steps + 1):
         step_started = time.perf_counter()
         window = [collate(next(stream), pad_id) for _ in range(tc.grad_accum)]
@@ -155,6 +157,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
             accelerator.backward(loss_sum * accelerator.num_processes / trained)
             step_loss += float(loss_sum.detach())
         grad_norm = float(accelerator.clip_grad_norm_(params, tc.max_grad_norm))
+        lr = scheduler.get_last_lr()[0]  # the rate this step uses; after scheduler.step() it is the next step's
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -165,35 +168,36 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
             raise UserError(f"training stopped at step {step}: the loss is {loss}; lower train.lr or check the data")
         tokens_seen += trained
         step_seconds = time.perf_counter() - step_started
-        if eval_ex and (step == total_steps or (tc.eval_every and step % tc.eval_every == 0)):
-            eval_loss = final_eval = evaluate(loss_fn, eval_ex, tc.batch_size, pad_id, accelerator)
-            stop = best.update(step, eval_loss, model)
-        state = {"trained_tokens": tokens_seen, "eval_loss": eval_loss}
-        if step % tc.log_every == 0 or step == total_steps or eval_loss is not None:
+        if valid_ex and (step == total_steps or (tc.eval_every and step % tc.eval_every == 0)):
+            valid_loss = final_valid = evaluate(loss_fn, valid_ex, tc.batch_size, pad_id, accelerator)
+            stop = best.update(step, valid_loss, model)
+        state = {"trained_tokens": tokens_seen, "valid_loss": valid_loss, "data_sha256": data_sha}
+        if step % tc.log_every == 0 or step == total_steps or valid_loss is not None:
             elapsed, done = time.perf_counter() - started, step - first_step + 1
-            record = {"step": step, "loss": round(loss, 5), "lr": scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4),
+            record = {"step": step, "loss": round(loss, 5), "lr": lr, "grad_norm": round(grad_norm, 4),
                       "trained_tokens": tokens_seen, "tokens_per_s": round((tokens_seen - start_tokens) / elapsed, 1),
                       "step_s": round(step_seconds, 3), "elapsed_s": round(elapsed, 2), "eta_s": round(elapsed / done * (total_steps - step), 1),
                       "total_steps": total_steps}
-            if eval_loss is not None:
-                record["eval_loss"] = round(eval_loss, 5)
-                eval_loss = None
+            if valid_loss is not None:
+                record["valid_loss"] = round(valid_loss, 5)
+                valid_loss = None
             if accelerator.is_main_process:
                 with metrics_path.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
             log(record)
         # The checkpoint after the step's metrics line: a kill between the two leaves a line past the
         # checkpoint, which resume drops, never a checkpointed step without its line.
-        if tc.save_every and step % tc.save_every == 0 and step < total_steps and accelerator.is_main_process:
-            checkpoints.save(run_dir, step, model, optimizer, scheduler, state, tc.keep_last)
+        if tc.save_every and step % tc.save_every == 0 and step < total_steps and not stop and accelerator.is_main_process:
+            checkpoints.save(run_dir, step, model, optimizer, scheduler, state, tc.keep_last, best)
         if stop:
             break
 
-    if best.state is not None and final_eval is not None and best.loss < final_eval:
-        best.restore(model)  # the weights written below are the best evaluated ones
-    summary = {"steps": step, "stopped_early": stop, "best_step": best.step, "best_eval_loss": best.loss, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
-               "trained_tokens": tokens_seen, "final_train_loss": loss, "final_eval_loss": final_eval,
-               "seconds": round(time.perf_counter() - started, 2), "bf16": bf16, "device": device}
+    if best.state is not None and final_valid is not None and best.loss < final_valid:
+        checkpoints.restore_trainable(model, best.state)  # the weights written below are the best validated ones
+    summary = {"steps": step, "stopped_early": stop, "best_step": best.step, "best_valid_loss": best.loss if best.step is not None else None,
+               "train_examples": len(train_ex), "valid_examples": len(valid_ex), "trained_tokens": tokens_seen,
+               "final_train_loss": loss, "final_valid_loss": final_valid, "seconds": round(time.perf_counter() - started, 2),
+               "device": device, "bf16": bf16, **precision_report(model, bf16)}
     if accelerator.is_main_process:
         out = run_dir / ("adapter" if tc.method == "lora" else "model")
         accelerator.unwrap_model(loss_fn).inner.save_pretrained(out)
@@ -201,28 +205,35 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
     return summary
 
 
+def _resume(checkpoint: Path | None, model: Any, optimizer: Any, scheduler: Any, best: checkpoints.Best,
+            stream: Iterator[Any], grad_accum: int, metrics_path: Path, total_steps: int) -> tuple[int, int]:
+    """(first step, trained tokens so far): 1 and 0 for a fresh run, else where `checkpoint` left off.
 
-class Best:
-    """The best eval loss so far, its step and trainable weights; says when patience runs out."""
+    Resuming restores weights, optimizer, schedule, RNG and the best-so-far state, moves the data
+    stream exactly where it was, and drops metrics lines written after the checkpoint.
+    """
+    if checkpoint is None:
+        metrics_path.write_text("")
+        return 1, 0
+    progress = checkpoints.load(checkpoint, model, optimizer, scheduler, best)
+    if progress["step"] >= total_steps:
+        from adhere.errors import UserError
 
-    def __init__(self, patience: int | None) -> None:
-        self.patience, self.loss, self.step, self.state, self.bad = patience, math.inf, None, None, 0
+        raise UserError(f"cannot resume from {checkpoint}: it is at step {progress['step']}, and this run has "
+                        f"{total_steps} steps; start over without --resume")
+    for _ in range(progress["step"] * grad_accum):  # the data stream, exactly where it was
+        next(stream)
+    kept = [line for line in metrics_path.read_text().splitlines() if _logged_step(line) <= progress["step"]]
+    metrics_path.write_text("".join(line + "\n" for line in kept))
+    return progress["step"] + 1, progress["trained_tokens"]
 
-    def update(self, step: int, eval_loss: float, model: Any) -> bool:
-        """Record an evaluation; True when `patience` evaluations in a row did not improve on the best."""
-        if eval_loss < self.loss:
-            self.loss, self.step, self.bad = eval_loss, step, 0
-            self.state = checkpoints.trainable_state(model)
-            return False
-        self.bad += 1
-        return self.patience is not None and self.bad >= self.patience
 
-    def restore(self, model: Any) -> None:
-        """Put the best weights back into `model`."""
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, tensor in (self.state or {}).items():
-                params[name].copy_(tensor)
+def precision_report(model: Any, bf16_autocast: bool) -> dict[str, Any]:
+    """What ran: the compute precision and the dtypes of the trained and the frozen weights, as read off the model."""
+    trained = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad})
+    frozen = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if not p.requires_grad})
+    compute = "bf16 autocast" if bf16_autocast else ("bf16" if trained == ["bfloat16"] else "fp32")
+    return {"precision": {"compute": compute, "trainable_weights": trained, "frozen_weights": frozen}}
 
 
 def _logged_step(line: str) -> float:

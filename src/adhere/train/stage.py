@@ -31,22 +31,23 @@ def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m:
     from adhere.train import checkpoints
     from adhere.train.loop import train
 
-    checkpoint = None
+    checkpoint, data_dir = None, config.stage_dir("data")
     if resume:
         run_dir = config.stage_dir("train")
         checkpoint = checkpoints.latest(run_dir)
         if checkpoint is None:
             raise UserError(f"nothing to resume: no complete checkpoint in {run_dir / 'checkpoints'} (set train.save_every)")
-        checkpoints.check_compatible(run_dir, config)
-    elif (config.stage_dir("train") / "checkpoints").is_dir():
-        shutil.rmtree(config.stage_dir("train") / "checkpoints")  # a fresh run: old checkpoints would mislead --resume
+        checkpoints.check_compatible(run_dir, config, checkpoint, [data_dir / "train.jsonl", data_dir / "valid.jsonl"])
+    else:
+        # A fresh run: old checkpoints would mislead --resume, and an old summary would say it finished.
+        shutil.rmtree(config.stage_dir("train") / "checkpoints", ignore_errors=True)
+        (config.stage_dir("train") / "summary.json").unlink(missing_ok=True)
     run_dir = runs.start_stage(config, "train")
     with tensorboard(config, run_dir, log) as log_all:
         summary = train(config, run_dir, log_all, resume=checkpoint)
     runs.write_json_atomic(run_dir / "summary.json", summary)
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
-    data_dir = config.stage_dir("data")
-    inputs = {name: data_dir / f"{name}.jsonl" for name in ("train", "eval") if (data_dir / f"{name}.jsonl").is_file()}
+    inputs = {name: data_dir / f"{name}.jsonl" for name in ("train", "valid") if (data_dir / f"{name}.jsonl").is_file()}
     weights = run_dir / ("adapter" if config.train.method == "lora" else "model")
     runs.write_lineage(run_dir, config, inputs, {"weights": weights, "metrics": run_dir / "metrics.jsonl"})
     return run_dir
@@ -67,7 +68,7 @@ def tensorboard(config: ProjectConfig, run_dir: Path, log: Log) -> Iterator[Log]
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
     def both(metrics: dict[str, Any]) -> None:
-        for key in ("loss", "eval_loss", "lr", "grad_norm", "tokens_per_s"):
+        for key in ("loss", "valid_loss", "lr", "grad_norm", "tokens_per_s"):
             if key in metrics:
                 writer.add_scalar(f"train/{key}", metrics[key], metrics["step"])
         log(metrics)
@@ -79,7 +80,7 @@ def tensorboard(config: ProjectConfig, run_dir: Path, log: Log) -> Iterator[Log]
 
 
 def plot_losses(metrics: Path, out: Path) -> Path | None:
-    """Train loss per step and eval loss where measured, as a PNG beside metrics.jsonl."""
+    """Train loss per step and validation loss where measured, as a PNG beside metrics.jsonl."""
     import json
 
     import matplotlib
@@ -92,9 +93,9 @@ def plot_losses(metrics: Path, out: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train", color="#4C72B0", linewidth=1)
-    evals = [r for r in rows if "eval_loss" in r]
-    if evals:
-        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval", color="#C44E52")
+    valid = [r for r in rows if "valid_loss" in r]
+    if valid:
+        ax.plot([r["step"] for r in valid], [r["valid_loss"] for r in valid], "o-", label="validation", color="#C44E52")
     ax.set_xlabel("step")
     ax.set_ylabel("loss per trained token")
     ax.legend()
