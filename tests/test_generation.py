@@ -395,6 +395,9 @@ def test_http_success_sends_the_params_and_reads_finish_reason_and_usage(stub: A
     assert body == {"model": "stub-model", "messages": [{"role": "system", "content": "Be brief."}, *chat("ok")],
                     "max_tokens": 33, "temperature": 0.5, "top_p": 0.8, "seed": 4}
     assert backend.name == f"http://127.0.0.1:{stub.server_address[1]}/v1 model=stub-model"
+    # top_p 0 (the most likely token only) goes out as greedy: OpenAI-style servers refuse top_p 0.
+    backend.generate([chat("ok")], GenerationParams(max_new_tokens=5, temperature=0.7, top_p=0.0, seed=1))
+    assert (stub.requests[-1][1]["temperature"], stub.requests[-1][1]["top_p"]) == (0.0, 1.0)
     monkeypatch.delenv("STUB_KEY")
     with pytest.raises(UserError, match="STUB_KEY is not set"):
         HttpBackend(endpoint(stub, api_key_env="STUB_KEY"))

@@ -83,9 +83,12 @@ class HttpBackend:
 
     def _complete(self, chat: list[dict[str, str]], params: GenerationParams, started: float) -> Generation:
         ep = self.endpoint
+        # top_p 0 keeps only the most likely token, which is greedy decoding; OpenAI-style servers (vLLM
+        # among them) refuse top_p 0 with a 400 ("must be in (0, 1]"), so it is sent as temperature 0.
+        temperature, top_p = (0.0, 1.0) if params.top_p == 0 else (params.temperature, params.top_p)
         body = json.dumps({
             "model": ep.model, "messages": chat, "max_tokens": params.max_new_tokens,
-            "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed,
+            "temperature": temperature, "top_p": top_p, "seed": params.seed,
         }).encode("utf-8")
         failure, detail = "", ""
         for attempt in range(1, ep.max_tries + 1):
