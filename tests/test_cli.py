@@ -108,7 +108,7 @@ def test_data_summary_and_strict(tmp_path: Path, capsys, monkeypatch) -> None:
     path = tmp_path / "adhere.yaml"
     path.write_text("name: p\ndata:\n  eval_fraction: 0\n  sources: [{path: d.jsonl}]\n")
     code, out, _ = run_cli(capsys, monkeypatch, "data", str(path))
-    assert code == 0 and "2 rows in: 1 train, 0 eval, 1 rejected" in out and "empty_response" in out
+    assert code == 0 and "2 rows in: 1 train, 0 validation, 0 eval, 1 rejected" in out and "empty_response" in out
     code, _, _ = run_cli(capsys, monkeypatch, "data", str(path), "--strict")
     assert code == 1
 

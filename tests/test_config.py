@@ -86,6 +86,15 @@ def test_cross_field_lora_with_full(tmp_path: Path) -> None:
     assert "train.lora: train.lora is set but train.method is 'full'" in message
 
 
+def test_cross_field_no_validation_split_with_evaluations_during_training(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: proj\ndata:\n  validation_fraction: 0\ntrain:\n  eval_every: 10\n")
+    message = error_of(path)
+    assert "adhere.yaml:3: data.validation_fraction: is 0, but train.eval_every is set" in message
+    assert load_config(path, ["data.validation_fraction=0.1"]).data.validation_fraction == 0.1
+    assert load_config(path, ["data.validation_fraction=null"]).data.validation_fraction is None  # auto: 5%
+    assert load_config(path, ["train.eval_every=null"]).data.validation_fraction == 0
+
+
 def test_unknown_constraint_id(tmp_path: Path) -> None:
     text = "name: proj\nspec:\n  constraints:\n    - {id: max_words, n: 10}\n    - {id: max_word, n: 5}\n"
     message = error_of(write(tmp_path, text))

@@ -363,3 +363,64 @@ def test_spec_system_prompt_frames_every_example(tmp_path: Path) -> None:
     _, run_dir = run_data(project(tmp_path, "  eval_fraction: 0\n  sources: [{path: a.jsonl}, {path: b.jsonl}]\n", spec))
     firsts = [r["messages"][0]["content"] for r in read_jsonl(run_dir / "train.jsonl")]
     assert sorted(firsts) == ["Own system.", "You review Python code.", "You review Python code."]
+
+
+def test_benchmarks_of_eval_suites_are_decontamination_targets(tmp_path: Path) -> None:
+    from adhere.eval.ifeval.suite import BUILTIN_SUITE
+
+    ifeval_prompt = json.loads(BUILTIN_SUITE.read_text().splitlines()[0])["prompt"]
+    custom_prompt = "Summarise the quarterly sales report of the northern region in exactly three bullet points for the board."
+    write_jsonl(tmp_path / "custom.jsonl", [{"id": "c1", "prompt": custom_prompt, "constraints": [{"id": "num_bullets", "n": 3}]}])
+    rows = alpaca_rows(10) + [{"instruction": ifeval_prompt, "output": "Copied from IFEval."},
+                              {"instruction": custom_prompt, "output": "Copied from the acceptance prompts."}]
+    write_jsonl(tmp_path / "t.jsonl", rows)
+    path = project(tmp_path, "  eval_fraction: 0\n  sources: [{path: t.jsonl}]\n", max_length=4096)
+    stats, _ = run_data(path)  # only the held-out suite: nothing else is evaluated, so both copies train
+    assert stats["train"] == 12
+
+    stats, run_dir = run_data(path, "eval.suites=[held_out, ifeval, custom]", "eval.custom_file=custom.jsonl")
+    rejected = {r["location"]: r for r in read_jsonl(run_dir / "rejected.jsonl")}
+    assert set(rejected) == {"line 11", "line 12"} and {r["rule"] for r in rejected.values()} == {"contaminated"}
+    assert "input_data.jsonl line 1 (eval.ifeval_file)" in rejected["line 11"]["reason"]
+    assert "custom.jsonl line 1 (eval.custom_file)" in rejected["line 12"]["reason"]
+    assert stats["train"] == 10 and stats["curation_dropped"]["decontam"] == 2
+    assert [(t["key"], t["prompts"]) for t in stats["decontam_targets"]] == [("eval.ifeval_file", 541), ("eval.custom_file", 1)]
+    card = (run_dir / "card.md").read_text()
+    assert "## Decontamination" in card and "| eval.ifeval_file | input_data.jsonl | 541 |" in card
+    # eval.ifeval_file replaces the shipped prompts as the target
+    write_jsonl(tmp_path / "my_ifeval.jsonl", [{"key": 1, "prompt": "An unrelated prompt of our own.", "kwargs": [{}],
+                                               "instruction_id_list": ["punctuation:no_comma"]}])
+    stats, _ = run_data(path, "eval.suites=[ifeval]", "eval.ifeval_file=my_ifeval.jsonl")
+    assert stats["train"] == 12 and stats["decontam_targets"][0]["path"] == str(tmp_path / "my_ifeval.jsonl")
+
+
+def test_validation_split_is_carved_out_of_the_training_rows(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl", alpaca_rows(40))
+    path = project(tmp_path, "  eval_fraction: 0.25\n  sources: [{path: a.jsonl}]\n")
+    stats, run_dir = run_data(path, "train.eval_every=5")  # auto: 5% of the 30 training rows
+    train, valid, evals = (read_jsonl(run_dir / f"{name}.jsonl") for name in ("train", "valid", "eval"))
+    assert (stats["train"], stats["valid"], stats["eval"]) == (28, 2, 10) == (len(train), len(valid), len(evals))
+    assert stats["rows_in"] == stats["train"] + stats["valid"] + stats["eval"] + stats["rejected"]
+    assert stats["kept"] == 40 and stats["sources"][str(tmp_path / "a.jsonl")]["kept"] == 40
+    prompts = lambda records: {r["messages"][0]["content"] for r in records}  # noqa: E731
+    assert not prompts(valid) & prompts(train) and not prompts(valid) & prompts(evals)
+    assert set(valid[0]) == {"messages", "meta"} and valid[0]["meta"]["format"] == "alpaca"  # the canonical record
+    assert "tokens" in valid[0]["meta"]  # taken after the token checks, like the training rows
+    assert "40 rows in: 28 train, 2 validation, 10 eval, 0 rejected" in (run_dir / "card.md").read_text()
+    first = (run_dir / "valid.jsonl").read_text()
+    assert run_data(path, "train.eval_every=5")[1].joinpath("valid.jsonl").read_text() == first  # seeded
+    assert run_data(path, "train.eval_every=5", "data.seed=3")[1].joinpath("valid.jsonl").read_text() != first
+
+    stats, run_dir = run_data(path, "data.validation_fraction=0.5")  # explicit: needs no eval_every
+    assert (stats["train"], stats["valid"]) == (15, 15)
+    stats, run_dir = run_data(path)  # no eval_every: no split, and the stale valid.jsonl is gone
+    assert stats["valid"] == 0 and stats["train"] == 30 and not (run_dir / "valid.jsonl").exists()
+    assert "No validation split" in (run_dir / "card.md").read_text()
+
+    # at least one row from two training rows; none from one
+    write_jsonl(tmp_path / "a.jsonl", alpaca_rows(2))
+    stats, _ = run_data(path, "train.eval_every=5", "data.eval_fraction=0")
+    assert (stats["train"], stats["valid"]) == (1, 1)
+    write_jsonl(tmp_path / "a.jsonl", alpaca_rows(1))
+    stats, run_dir = run_data(path, "train.eval_every=5", "data.eval_fraction=0")
+    assert (stats["train"], stats["valid"]) == (1, 0) and not (run_dir / "valid.jsonl").exists()

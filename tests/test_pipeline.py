@@ -147,3 +147,67 @@ def test_bad_projects_stop_at_their_stage_with_a_clear_message_and_keep_earlier_
     (path.parent / "runs").write_text("a file, not a folder")
     code, err = run_cli(path)
     assert code == 2 and "cannot write" in err and "set workdir" in err and "Traceback" not in err, err
+
+
+def test_data_is_redone_when_train_max_length_changes(tmp_path: Path, tiny_dir: Path) -> None:
+    path = make_project(tmp_path, tiny_dir)
+    config = json.loads(path.read_text())
+    config["data"]["token_checks"] = True  # the token filter reads train.max_length
+    path.write_text(json.dumps(config))
+    events(path)
+    data_dir = tmp_path / "runs" / "demo" / "data"
+    tokens = sorted(r["meta"]["tokens"] for split in ("train", "eval") for r in map(
+        json.loads, (data_dir / f"{split}.jsonl").read_text().splitlines()))
+    config["train"]["max_length"] = limit = tokens[len(tokens) // 2]  # half the rows no longer fit
+    path.write_text(json.dumps(config))
+    assert events(path)[1:4] == [("stage", "data"), ("stage", "baseline"), ("stage", "train")]
+    stats = json.loads((data_dir / "stats.json").read_text())
+    assert stats["rejected_by_rule"]["too_many_tokens"] == sum(t > limit for t in tokens)
+    kept = [json.loads(line) for line in (data_dir / "train.jsonl").read_text().splitlines()]
+    assert kept and all(r["meta"]["tokens"] <= limit for r in kept)  # none left for training to truncate
+
+
+def test_every_setting_and_file_a_stage_reads_is_in_its_fingerprint(tmp_path: Path, tiny_dir: Path) -> None:
+    path = make_project(tmp_path, tiny_dir)
+    data, train = pipeline.STAGES[1], pipeline.STAGES[3]
+    print_ = lambda stage, *overrides: pipeline.fingerprint(stage, load_config(path, list(overrides)))  # noqa: E731
+    before = print_(data)
+    for setting in ("train.max_length=64", "train.eval_every=5", "data.validation_fraction=0.2",
+                    "eval.suites=[held_out, ifeval]", "model.chat_template=template.jinja"):
+        (tmp_path / "template.jinja").write_text("{{ messages }}")
+        assert print_(data, setting) != before, setting
+    for setting in ("train.lr=0.5", "eval.max_new_tokens=9", "eval.suites=[held_out, judge]"):  # not read by data
+        assert print_(data, setting, "eval.judge.model=base") == before, setting
+    # the contents of the files it reads: a decontamination target, the IFEval file, the chat template
+    for setting in ("data.decontam.targets=[bench.jsonl]", "eval.ifeval_file=bench.jsonl", "model.chat_template=bench.jsonl"):
+        (tmp_path / "bench.jsonl").write_text('{"prompt": "one"}\n')
+        first = print_(data, setting, "eval.suites=[ifeval]", "data.token_checks=true")
+        (tmp_path / "bench.jsonl").write_text('{"prompt": "two"}\n')
+        assert print_(data, setting, "eval.suites=[ifeval]", "data.token_checks=true") != first, setting
+    # training reads the validation split when the data stage wrote one, and never the eval split
+    events(path)
+    before = print_(train)
+    (tmp_path / "runs" / "demo" / "data" / "eval.jsonl").write_text("{}\n")
+    assert print_(train) == before
+    (tmp_path / "runs" / "demo" / "data" / "valid.jsonl").write_text("{}\n")
+    assert print_(train) != before
+
+
+def test_a_missing_source_is_reported_alike_by_every_command(tmp_path: Path, tiny_dir: Path,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from adhere.cli import main
+
+    path = make_project(tmp_path, tiny_dir)
+    (tmp_path / "rows.jsonl").unlink()
+    messages = []
+    for command in (["run"], ["data"], ["data", "inspect"]):
+        monkeypatch.setattr(sys, "argv", ["adhere", *command, str(path)])
+        monkeypatch.setenv("COLUMNS", "300")
+        with pytest.raises(SystemExit) as stop:
+            main()
+        assert stop.value.code == 2
+        messages.append(capsys.readouterr().err.strip().splitlines()[-1])
+    assert messages[0] == messages[1] == messages[2] == (
+        f"error: no such file or folder (data.sources[0].path): {tmp_path / 'rows.jsonl'}; create it, or fix the path "
+        "in adhere.yaml (a relative path starts at the folder of adhere.yaml)")

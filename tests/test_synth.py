@@ -291,8 +291,8 @@ def test_synthetic_rows_flow_into_adhere_data_and_the_card_separates_them(tmp_pa
             "eval_fraction": 0.0, "dedup": {"near": False}}
     config = load_config(path, [f"data={json.dumps(data)}"])
     stats = json.loads((adhere.data.run(config) / "stats.json").read_text())
-    assert stats["provenance"] == {"human": {"train": 4, "eval": 0},
-                                   "synthetic: constraints by fake-teacher": {"train": 6, "eval": 0}}
+    assert stats["provenance"] == {"human": {"train": 4, "valid": 0, "eval": 0},
+                                   "synthetic: constraints by fake-teacher": {"train": 6, "valid": 0, "eval": 0}}
     card = (tmp_path / "runs" / "p" / "data" / "card.md").read_text()
     assert "## Provenance" in card and "| synthetic: constraints by fake-teacher | 6 | 0 |" in card
 
@@ -319,7 +319,7 @@ def test_cli_synth_reports_counts_and_user_errors_exit_2(tmp_path: Path, fake: A
     code, _, err = run_cli(capsys, monkeypatch, "synth", str(path), "--set", "synth.targte=3")
     assert code == 2 and "synth.targte: unknown key; did you mean 'target'?" in err and "Traceback" not in err
     code, _, err = run_cli(capsys, monkeypatch, "synth", str(path), "--set", "synth.seed_file=nope.jsonl")
-    assert code == 2 and "nope.jsonl: no such file or folder" in err
+    assert code == 2 and "no such file or folder (synth.seed_file): " in err and "nope.jsonl" in err
     (tmp_path / "adhere.yaml").write_text(yaml.safe_dump({"name": "p"}))
     code, _, err = run_cli(capsys, monkeypatch, "synth", str(path))
     assert code == 2 and "no synth section" in err

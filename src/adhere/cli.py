@@ -159,14 +159,12 @@ def data(
     if inspect_path is not None:
         raise UserError(f"unexpected argument {str(inspect_path)!r}: use `adhere data adhere.yaml` or `adhere data inspect adhere.yaml`")
     import adhere.data
+    from adhere.data.report import split_counts
 
     config = _load(Path(target), overrides)
     run_dir = adhere.data.run(config)
     stats = json.loads((run_dir / "stats.json").read_text())
-    out.print(
-        f"{stats['rows_in']} rows in: [green]{stats['train']} train[/], [green]{stats['eval']} eval[/], "
-        f"[yellow]{stats['rejected']} rejected[/]"
-    )
+    out.print(f"{stats['rows_in']} rows in: [green]{split_counts(stats)}[/], [yellow]{stats['rejected']} rejected[/]")
     if stats["rejected_by_rule"]:
         table = Table("rule", "rows", title="rejected (reasons per row in rejected.jsonl)", title_justify="left")
         for rule, count in stats["rejected_by_rule"].items():
@@ -175,7 +173,8 @@ def data(
     warning = stats.get("diversity", {}).get("warning")
     if warning:
         out.print(f"[yellow]warning[/]: {escape(warning)}")
-    out.print(f"Wrote {run_dir}/: train.jsonl, eval.jsonl, rejected.jsonl, stats.json, card.md")
+    written = ["train.jsonl", "valid.jsonl", "eval.jsonl"] if stats["valid"] else ["train.jsonl", "eval.jsonl"]
+    out.print(f"Wrote {run_dir}/: {', '.join(written)}, rejected.jsonl, stats.json, card.md")
     if strict and stats["rejected"]:
         raise typer.Exit(1)
 

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator, model_validator
 
-from adhere.config_fields import AT, EXPECTED, Section, resolve_path
+from adhere.config_fields import AT, EXPECTED, Section, error_at, resolve_path
 from adhere.data.config import DataConfig
 from adhere.errors import UserError
 from adhere.eval.config import EvalConfig
@@ -69,6 +69,14 @@ class ProjectConfig(Section):
     @classmethod
     def _absolute_workdir(cls, value: str, info: ValidationInfo) -> str:
         return resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _validation_split_for_evaluations(self) -> ProjectConfig:
+        if self.data.validation_fraction == 0 and self.train.eval_every is not None:
+            raise error_at(("data", "validation_fraction"), "is 0, but train.eval_every is set: evaluations during "
+                           "training need a validation split; remove data.validation_fraction (5% is held out then) "
+                           "or set it above 0, or remove train.eval_every")
+        return self
 
     def stage_dir(self, stage: str) -> Path:
         """`workdir/<stage>/`, where that stage writes its outputs."""

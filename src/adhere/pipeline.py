@@ -5,13 +5,15 @@
     adhere run adhere.yaml --serve          # then serve the tuned model
 
 Stages hand each other files (house style 1). Each finished stage leaves
-`workdir/<stage>/fingerprint.json`: a hash of the config sections it reads and
-of its input files. A stage whose fingerprint still matches and whose outputs
-exist is skipped, so a second `adhere run` after a crash or a config change
-redoes only what changed; a changed output changes the next stage's inputs, so
-the redo flows downstream. A training run cut off mid-way resumes from its
-last checkpoint when its fingerprint is unchanged. A failing stage raises
-before it writes its fingerprint, and earlier stages' outputs stay as they were.
+`workdir/<stage>/fingerprint.json`: a hash of every setting it reads (whole
+config sections, and single keys of others: the data stage's token filter reads
+`train.max_length`) and of its input files. A stage whose fingerprint still
+matches and whose outputs exist is skipped, so a second `adhere run` after a
+crash or a config change redoes only what changed; a changed output changes the
+next stage's inputs, so the redo flows downstream. A training run cut off
+mid-way resumes from its last checkpoint when its fingerprint is unchanged. A
+failing stage raises before it writes its fingerprint, and earlier stages'
+outputs stay as they were.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from adhere import runs
-from adhere.errors import UserError
+from adhere.errors import UserError, require_files
 
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
@@ -34,26 +38,46 @@ if TYPE_CHECKING:
 class Stage:
     name: str
     title: str
-    sections: tuple[str, ...]  # config sections the stage reads
-    inputs: Callable[[ProjectConfig], dict[str, Path]]  # files it reads
+    sections: tuple[str, ...]  # config sections ('data') and single keys ('train.max_length') the stage reads
+    inputs: Callable[[ProjectConfig], dict[str, Path]]  # files it reads: by config key, or earlier stages' outputs
     outputs: tuple[str, ...]  # files it writes in workdir/<name>/ (all must exist for a skip)
 
 
+def _template(config: ProjectConfig) -> dict[str, Path]:
+    """model.chat_template when it names a file: every stage that renders a chat reads it."""
+    path = config.model.template_file()
+    return {"model.chat_template": path} if path else {}
+
+
+def _synth_inputs(config: ProjectConfig) -> dict[str, Path]:
+    from adhere.synth.stage import input_files
+
+    return input_files(config) | _template(config)
+
+
 def _data_inputs(config: ProjectConfig) -> dict[str, Path]:
-    files = {f"source{i}": Path(s.path) for i, s in enumerate(config.data.sources)}
-    if config.data.eval_file:
-        files["eval_file"] = Path(config.data.eval_file)
-    return files
+    from adhere.data.stage import input_files
+
+    return input_files(config) | (_template(config) if config.data.token_checks else {})
+
+
+def _train_inputs(config: ProjectConfig) -> dict[str, Path]:
+    """train.jsonl, and valid.jsonl when the data stage wrote one; training never reads the eval split."""
+    data = config.stage_dir("data")
+    files = {"train": data / "train.jsonl"}
+    if (data / "valid.jsonl").is_file():
+        files["valid"] = data / "valid.jsonl"
+    return files | _template(config)
 
 
 def _eval_inputs(config: ProjectConfig) -> dict[str, Path]:
     data = config.stage_dir("data")
     files = {"eval_split": data / "eval.jsonl"}
     if config.eval.ifeval_file:
-        files["ifeval"] = Path(config.eval.ifeval_file)
+        files["eval.ifeval_file"] = Path(config.eval.ifeval_file)
     if config.eval.custom_file:
-        files["custom"] = Path(config.eval.custom_file)
-    return files
+        files["eval.custom_file"] = Path(config.eval.custom_file)
+    return files | _template(config)
 
 
 def _tuned_inputs(config: ProjectConfig) -> dict[str, Path]:
@@ -62,21 +86,21 @@ def _tuned_inputs(config: ProjectConfig) -> dict[str, Path]:
     return {**_eval_inputs(config), "weights": tuned_weights(config)}
 
 
+# The data stage reads train.max_length (its token filter drops what training would truncate) and
+# train.eval_every (with it, data.validation_fraction's automatic 5% validation split); its inputs
+# include every benchmark of eval.suites, which it decontaminates against.
 STAGES = (
     Stage("spec", "Define the target instructions", ("spec",), lambda c: {}, ("spec.json",)),
-    Stage("data", "Curate the data", ("spec", "data", "model"), _data_inputs, ("train.jsonl", "eval.jsonl")),
+    Stage("data", "Curate the data", ("spec", "data", "model", "train.max_length", "train.eval_every"), _data_inputs,
+          ("train.jsonl", "eval.jsonl")),
     Stage("baseline", "Evaluate the base model", ("spec", "model", "eval"), _eval_inputs, ("results.json",)),
-    Stage("train", "Tune", ("spec", "model", "train"),
-          lambda c: {s: c.stage_dir("data") / f"{s}.jsonl" for s in ("train", "eval")}, ("summary.json",)),
+    Stage("train", "Tune", ("spec", "model", "train"), _train_inputs, ("summary.json",)),
     Stage("eval", "Evaluate base vs tuned", ("spec", "model", "train", "eval"), _tuned_inputs,
           ("results.json", "report.html")),
 )
 NAMES = tuple(stage.name for stage in STAGES)
 # Run first, and only when adhere.yaml has a synth section; its synth.jsonl reaches training through data.sources.
-SYNTH = Stage("synth", "Generate synthetic data", ("spec", "model", "synth"),
-              lambda c: {"seed_file": Path(c.synth.seed_file)} | {f"decontam{i}": Path(t) for i, t in
-                                                                  enumerate(c.synth.decontam.targets)},
-              ("synth.jsonl",))
+SYNTH = Stage("synth", "Generate synthetic data", ("spec", "model", "synth"), _synth_inputs, ("synth.jsonl",))
 
 
 def stages(config: ProjectConfig) -> tuple[Stage, ...]:
@@ -85,17 +109,26 @@ def stages(config: ProjectConfig) -> tuple[Stage, ...]:
 
 
 def fingerprint(stage: Stage, config: ProjectConfig) -> str:
-    """SHA-256 of the config sections `stage` reads and the contents of its input files."""
+    """SHA-256 of the settings `stage` reads and the contents of its input files."""
     from importlib import metadata
 
-    sections = {name: getattr(config, name).model_dump(mode="json") for name in stage.sections}
+    sections = {name: _setting(config, name) for name in stage.sections}
     files = {}
     for name, path in stage.inputs(config).items():
-        if not path.exists():
+        if not path.exists() and path.is_relative_to(config.workdir):
             raise UserError(f"{stage.name}: its input {path} is missing; run the stages before it (adhere run does)")
+        require_files({name: path})  # a file of the user's, named by its config key as every command names it
         files[name] = runs.file_hash(path)
     document = {"stage": stage.name, "sections": sections, "inputs": files, "adhere": metadata.version("adhere")}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def _setting(config: ProjectConfig, key: str) -> Any:
+    """The JSON value of a config section or dotted key."""
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 def is_current(stage: Stage, config: ProjectConfig) -> bool:
@@ -156,13 +189,13 @@ def _run_stage(name: str, config: ProjectConfig, report: Reporter, resume: bool)
         spec_run(config)
     elif name == "data":
         from adhere.data import run as data_run
+        from adhere.data.report import split_counts
 
         folder = data_run(config)
         stats = json.loads((folder / "stats.json").read_text())
         if not stats["train"]:
             raise UserError(f"data: no training example left of {stats['rows_in']} rows; see {folder / 'rejected.jsonl'}")
-        report("log", {"message": f"{stats['rows_in']} rows in: {stats['train']} train, {stats['eval']} eval, "
-                                  f"{stats['rejected']} rejected"})
+        report("log", {"message": f"{stats['rows_in']} rows in: {split_counts(stats)}, {stats['rejected']} rejected"})
     elif name == "train":
         from adhere.train import run as train_run
 

@@ -86,7 +86,8 @@ class DecontamConfig(Section):
     ngram: PositiveInt = 13
     """Words per n-gram; 13 as lm-evaluation-harness, 8 in some recent recipes."""
     targets: list[str] = []
-    """Benchmark files (JSONL with a 'prompt' field, or canonical records) checked besides the eval split."""
+    """More benchmark files (JSONL with a 'prompt' field, or canonical records) checked besides the eval split and
+    the benchmarks of eval.suites (IFEval's prompts, eval.custom_file), which are always checked."""
 
     @field_validator("targets")
     @classmethod
@@ -95,7 +96,7 @@ class DecontamConfig(Section):
 
 
 class DataConfig(Section):
-    """Instruction-response data: sources, validation, curation and the train/eval split."""
+    """Instruction-response data: sources, validation, curation and the train/validation/eval split."""
 
     sources: list[Source] = []
     """Input files; their rows are validated, curated and pooled."""
@@ -103,6 +104,8 @@ class DataConfig(Section):
     """A held-out file used as the eval set as it is (no split); training rows are decontaminated against it."""
     eval_fraction: Fraction = 0.1
     """Share of the curated examples held out for evaluation (when there is no eval_file)."""
+    validation_fraction: Fraction | None = None
+    """Share of the training rows held out as valid.jsonl for early stopping and best-weight selection; unset: 0.05 with train.eval_every (at least 1 row, given 2+), else 0."""
     stratify_by: str | None = None
     """A meta field (e.g. 'type') whose values are split in equal proportion."""
     seed: int = 0

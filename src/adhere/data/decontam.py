@@ -14,10 +14,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from adhere.data.records import Rejection, prompt_text
-from adhere.errors import UserError
+from adhere.errors import UserError, require_files
+
+if TYPE_CHECKING:
+    from adhere.config import ProjectConfig
 
 WORD = re.compile(r"\w+")
 MIN_SHORT = 8
@@ -75,10 +78,26 @@ def check(record: dict[str, Any], index: EvalIndex) -> Rejection | None:
     return Rejection("contaminated", f"prompt shares a {len(shared.split())}-word sequence with {label}: {shown!r}")
 
 
-def target_prompts(path: Path) -> Iterable[tuple[str, str]]:
-    """(prompt, label) for each row of a benchmark file: JSONL with 'prompt', 'instruction' or 'messages'."""
+def benchmark_files(config: ProjectConfig) -> dict[str, Path]:
+    """The benchmarks training prompts must not overlap, by config key: data.decontam.targets, and every file
+    the project evaluates on (eval.suites): IFEval's prompts (eval.ifeval_file, or the 541 shipped with adhere)
+    and the custom suite's eval.custom_file. The held_out and judge suites ask the eval split, checked anyway."""
+    from adhere.eval.ifeval.suite import BUILTIN_SUITE
+
+    files = {f"data.decontam.targets[{i}]": Path(t) for i, t in enumerate(config.data.decontam.targets)}
+    if "ifeval" in config.eval.suites:
+        files["eval.ifeval_file"] = Path(config.eval.ifeval_file) if config.eval.ifeval_file else BUILTIN_SUITE
+    if "custom" in config.eval.suites:
+        files["eval.custom_file"] = Path(config.eval.custom_file)
+    return files
+
+
+def target_prompts(path: Path, key: str = "data.decontam.targets") -> Iterable[tuple[str, str]]:
+    """(prompt, label) for each row of a benchmark file (`key` names it in errors): JSONL with 'prompt',
+    'instruction' or 'messages'."""
     if not path.is_file():
-        raise UserError(f"{path}: decontamination target not found (data.decontam.targets)")
+        require_files({key: path})
+        raise UserError(f"{path}: not a file ({key}); give a JSONL file of prompts")
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -87,7 +106,7 @@ def target_prompts(path: Path) -> Iterable[tuple[str, str]]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); decontamination targets are JSONL") from None
-            label = f"{path.name} line {number}"
+            label = f"{path.name} line {number} ({key})"
             if isinstance(row.get("prompt"), str):
                 yield row["prompt"], label
             elif isinstance(row.get("instruction"), str):

@@ -11,9 +11,10 @@ has run.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adhere.errors import UserError
+from adhere.errors import UserError, require_files
 
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
@@ -31,6 +32,7 @@ def sample_records(config: ProjectConfig, n: int) -> tuple[list[dict[str, Any]],
     from adhere.data.stage import source_records
 
     source = config.data.sources[0]
+    require_files({"data.sources[0].path": Path(source.path)})
     records = []
     for _, result in source_records(source, config.data, config.spec):
         if not isinstance(result, Rejection):

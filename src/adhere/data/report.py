@@ -27,10 +27,17 @@ OPENERS = {"please", "can", "could", "would", "will", "you", "kindly", "now", "i
 LOW_DIVERSITY_SHARE = 0.5  # one lead word over half the data: the model learns one task, not many
 
 
-def write_outputs(run_dir: Path, train: list[Record], evals: list[Record], rejected: list[dict[str, Any]]) -> dict[str, Path]:
-    """Write train.jsonl, eval.jsonl and rejected.jsonl atomically; return their paths."""
+def write_outputs(run_dir: Path, splits: dict[str, list[Record]], rejected: list[dict[str, Any]]) -> dict[str, Path]:
+    """Write train.jsonl, valid.jsonl, eval.jsonl and rejected.jsonl atomically; return their paths.
+
+    valid.jsonl is written only when there is a validation split; one left by an earlier run is removed,
+    so training never reads a stale one.
+    """
     outputs = {}
-    for name, rows in (("train", train), ("eval", evals), ("rejected", rejected)):
+    for name, rows in (*splits.items(), ("rejected", rejected)):
+        if name == "valid" and not rows:
+            (run_dir / "valid.jsonl").unlink(missing_ok=True)
+            continue
         text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
         outputs[name] = runs.write_text_atomic(run_dir / f"{name}.jsonl", text)
     return outputs
@@ -73,12 +80,12 @@ def origin(record: Record) -> str:
     return f"synthetic: {meta.get('generator', '?')} by {meta.get('teacher', '?')}"
 
 
-def provenance(train: list[Record], evals: list[Record]) -> dict[str, dict[str, int]]:
-    """Kept records by origin, human or synthetic (per generator and teacher), in train and eval."""
+def provenance(splits: dict[str, list[Record]]) -> dict[str, dict[str, int]]:
+    """Kept records by origin, human or synthetic (per generator and teacher), in each split."""
     counts: dict[str, dict[str, int]] = {}
-    for split, records in (("train", train), ("eval", evals)):
+    for split, records in splits.items():
         for record in records:
-            counts.setdefault(origin(record), {"train": 0, "eval": 0})[split] += 1
+            counts.setdefault(origin(record), dict.fromkeys(splits, 0))[split] += 1
     return dict(sorted(counts.items(), key=lambda item: (item[0] != "human", item[0])))
 
 
@@ -146,21 +153,24 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_card(
-    run_dir: Path, config: ProjectConfig, stats: dict[str, Any], train: list[Record], evals: list[Record],
+    run_dir: Path, config: ProjectConfig, stats: dict[str, Any], splits: dict[str, list[Record]],
     rejected: list[dict[str, Any]],
 ) -> Path:
     """Write card.md and its plots; adds the diversity report to `stats`."""
-    kept = train + evals
+    kept = [record for records in splits.values() for record in records]
     stats["diversity"] = diversity(kept)
-    stats["provenance"] = provenance(train, evals)
+    stats["provenance"] = provenance(splits)
     lengths = _plot_lengths(run_dir, kept)
     leads = _plot_lead_words(run_dir, stats["diversity"])
     examples: dict[str, dict[str, Any]] = {}
     for row in rejected:
         examples.setdefault(row["rule"], row)
     out = [f"# Data card: {config.name}", ""]
-    out += [f"{stats['rows_in']} rows in: {stats['train']} train, {stats['eval']} eval, {stats['rejected']} rejected "
+    out += [f"{stats['rows_in']} rows in: {split_counts(stats)}, {stats['rejected']} rejected "
             f"(eval from {stats['eval_from']}). Every rejected row is in `rejected.jsonl` with its reason.", ""]
+    if not stats["valid"]:
+        out += ["No validation split: set `train.eval_every` (5% of the training rows are then held out) or "
+                "`data.validation_fraction` for early stopping and best-weight selection.", ""]
     out += ["## Sources", "", _table(
         ["source", "rows in", "kept", "rejected"],
         [[Path(p).name, s["rows_in"], s["kept"], s["rejected"]] for p, s in stats["sources"].items()],
@@ -179,7 +189,9 @@ def write_card(
     ), ""]
     if any(name != "human" for name in stats["provenance"]):
         out += ["## Provenance", "", "Synthetic rows are those `adhere synth` wrote (meta.synthetic); the rest are human.", "",
-                _table(["origin", "train", "eval"], [[k, v["train"], v["eval"]] for k, v in stats["provenance"].items()]), ""]
+                _table(["origin", "train", "validation", "eval"],
+                       [[k, v["train"], v["valid"], v["eval"]] for k, v in stats["provenance"].items()]), ""]
+    out += _decontam_section(stats["decontam_targets"], stats["curation_dropped"].get("decontam"))
     out += _pii_section(stats["pii"])
     div = stats["diversity"]
     out += ["## Diversity", ""]
@@ -199,6 +211,22 @@ def write_card(
     if lengths:
         out += ["## Lengths", "", f"![lengths]({lengths})", ""]
     return runs.write_text_atomic(run_dir / "card.md", "\n".join(out))
+
+
+def split_counts(stats: dict[str, Any]) -> str:
+    """'90 train, 5 validation, 10 eval': the sizes of the splits the data stage wrote."""
+    return f"{stats['train']} train, {stats['valid']} validation, {stats['eval']} eval"
+
+
+def _decontam_section(targets: list[dict[str, Any]], dropped: int | None) -> list[str]:
+    if dropped is None:
+        return ["## Decontamination", "", "Off (`data.decontam.enabled: false`).", ""]
+    out = ["## Decontamination", "", f"{dropped} training rows dropped for sharing a word sequence with an "
+           "evaluation prompt: the eval split's, and every benchmark below (the files eval.suites asks, and "
+           "data.decontam.targets).", ""]
+    if targets:
+        out += [_table(["setting", "file", "prompts"], [[t["key"], Path(t["path"]).name, t["prompts"]] for t in targets]), ""]
+    return out
 
 
 def _pii_section(pii: dict[str, Any]) -> list[str]:

@@ -1,12 +1,13 @@
-"""Step 2, collect and curate: every source row ends in train, eval or rejected, with a reason.
+"""Step 2, collect and curate: every source row ends in train, valid, eval or rejected, with a reason.
 
     adhere data adhere.yaml
 
 Reads `data.sources`, validates every row, curates (normalise, exact and near
-dedup, quality heuristics, spec checks, decontamination, PII audit), splits,
-and writes `workdir/data/`: train.jsonl, eval.jsonl, rejected.jsonl,
-stats.json and card.md. The counts reconcile: rows_in = kept + rejected, per
-source and in total.
+dedup, quality heuristics, spec checks, decontamination against the eval split
+and every benchmark the project evaluates on, PII audit), splits, and writes
+`workdir/data/`: train.jsonl, valid.jsonl (the validation split training
+evaluates on, when there is one), eval.jsonl, rejected.jsonl, stats.json and
+card.md. The counts reconcile: rows_in = kept + rejected, per source and in total.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from adhere.data.config import DataConfig, Source
 from adhere.data.formats import CONVERTERS, detect_format, from_columns
 from adhere.data.records import Rejection, prompt_text
 from adhere.data.sources import RawRow, read_rows
-from adhere.errors import UserError
+from adhere.errors import UserError, require_files
 
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
     from adhere.spec.config import SpecConfig
 
 Record = dict[str, Any]
-EVAL_SOURCE = "eval_file"
+# Auto validation split with train.eval_every: 5% of the training rows, enough to see the eval loss turn
+# (50 rows of 1,000) while training keeps 95% of them.
+AUTO_VALIDATION = 0.05
 
 
 class Ledger:
@@ -64,8 +67,45 @@ def run(config: ProjectConfig) -> Path:
     data = config.data
     if not data.sources:
         raise UserError("data.sources is empty: list at least one file, e.g. sources: [{path: data/train.jsonl}]")
+    inputs = input_files(config)
+    require_files(inputs)
     run_dir = runs.start_stage(config, "data")
     ledger, steps = Ledger(), Steps()
+    records, eval_records, coverage = load_and_filter(config, ledger, steps)
+    train, evals = (records, eval_records) if eval_records is not None else split(records, data)
+    targets: list[dict[str, Any]] = []
+    if data.decontam.enabled:
+        index, targets = decontam_index(evals, config)
+        train = steps.apply("decontam", lambda rs: decontaminate(rs, index), train, ledger)
+    train, evals, pii = pii_step(train, evals, data.pii, ledger, steps)
+    train, valid = carve_validation(train, validation_share(config), data.seed)
+    splits = {"train": train, "valid": valid, "eval": evals}
+
+    stats = reconcile(ledger, splits, steps, data)
+    stats["pii"] = pii
+    stats["embedding_clusters"] = coverage
+    stats["decontam_targets"] = targets
+    outputs = write_outputs(run_dir, splits, ledger.rejected)
+    write_card(run_dir, config, stats, splits, ledger.rejected)
+    runs.write_json_atomic(run_dir / "stats.json", stats)
+    runs.write_lineage(run_dir, config, inputs, outputs)
+    return run_dir
+
+
+def input_files(config: ProjectConfig) -> dict[str, Path]:
+    """Every file the data stage reads, by its config key: the sources, eval_file and the decontamination targets."""
+    data = config.data
+    files = {f"data.sources[{i}].path": Path(s.path) for i, s in enumerate(data.sources)}
+    if data.eval_file:
+        files["data.eval_file"] = Path(data.eval_file)
+    if data.decontam.enabled:
+        files |= decontam.benchmark_files(config)
+    return files
+
+
+def load_and_filter(config: ProjectConfig, ledger: Ledger, steps: Steps) -> tuple[list[Record], list[Record] | None, Any]:
+    """Load, validate, dedup and filter the sources (and data.eval_file); returns them and the embedding coverage."""
+    data = config.data
     started = time.perf_counter()
     records = [r for source in data.sources for r in load_source(source, data, config.spec, ledger)]
     eval_records = load_source(Source(path=data.eval_file), data, config.spec, ledger) if data.eval_file else None
@@ -92,31 +132,22 @@ def run(config: ProjectConfig) -> Path:
         records = steps.apply("tokens", check, records, ledger)
         if eval_records is not None:
             eval_records = steps.apply("tokens_eval_file", check, eval_records, ledger)
+    return records, eval_records, coverage
 
-    train, evals = (records, eval_records) if eval_records is not None else split(records, data)
-    if data.decontam.enabled:
-        train = steps.apply("decontam", lambda rs: decontaminate(rs, evals, data), train, ledger)
+
+def pii_step(train: list[Record], evals: list[Record], action: str, ledger: Ledger,
+             steps: Steps) -> tuple[list[Record], list[Record], dict[str, Any]]:
+    """The PII audit of the kept records; with action 'drop' the flagged ones go to the ledger."""
     started = time.perf_counter()
-    audit = audit_pii(train + evals, data.pii)
-    if data.pii == "drop":
+    audit = audit_pii(train + evals, action)
+    if action == "drop":
         flagged = {id(r): kinds for r, kinds in zip(audit["records"], audit["kinds"])}
         steps.dropped["pii"] = ledger.reject_records(
             (r, Rejection("pii", f"contains {', '.join(flagged[id(r)])}")) for r in train + evals if id(r) in flagged
         )
         train, evals = [r for r in train if id(r) not in flagged], [r for r in evals if id(r) not in flagged]
     steps.seconds["pii_audit"] = round(time.perf_counter() - started, 2)
-
-    stats = reconcile(ledger, train, evals, steps, data)
-    stats["pii"] = {k: v for k, v in audit.items() if k not in ("records", "kinds")}
-    stats["embedding_clusters"] = coverage
-    outputs = write_outputs(run_dir, train, evals, ledger.rejected)
-    write_card(run_dir, config, stats, train, evals, ledger.rejected)
-    runs.write_json_atomic(run_dir / "stats.json", stats)
-    inputs = {f"source{i}": Path(s.path) for i, s in enumerate(data.sources)}
-    if data.eval_file:
-        inputs[EVAL_SOURCE] = Path(data.eval_file)
-    runs.write_lineage(run_dir, config, inputs, outputs)
-    return run_dir
+    return train, evals, {k: v for k, v in audit.items() if k not in ("records", "kinds")}
 
 
 class Steps:
@@ -224,14 +255,22 @@ def split(records: list[Record], data: DataConfig) -> tuple[list[Record], list[R
     return train, evals
 
 
-def decontaminate(train: list[Record], evals: list[Record], data: DataConfig) -> tuple[list[Record], list[tuple[Record, Rejection]]]:
-    """Drop training records whose prompts overlap the eval split or a benchmark in decontam.targets."""
-    index = decontam.EvalIndex(data.decontam.ngram)
+def decontam_index(evals: list[Record], config: ProjectConfig) -> tuple[decontam.EvalIndex, list[dict[str, Any]]]:
+    """The n-grams of every evaluation prompt: the eval split's, and each benchmark's (listed with its prompt count)."""
+    index = decontam.EvalIndex(config.data.decontam.ngram)
     for record in evals:
         index.add(prompt_text(record), f"the eval split ({curate.where(record)})")
-    for target in data.decontam.targets:
-        for prompt, label in decontam.target_prompts(Path(target)):
+    targets = []
+    for key, path in decontam.benchmark_files(config).items():
+        before = index.prompts
+        for prompt, label in decontam.target_prompts(path, key):
             index.add(prompt, label)
+        targets.append({"key": key, "path": str(path), "prompts": index.prompts - before})
+    return index, targets
+
+
+def decontaminate(train: list[Record], index: decontam.EvalIndex) -> tuple[list[Record], list[tuple[Record, Rejection]]]:
+    """Drop training records whose prompts overlap an evaluation prompt in `index`."""
     kept, dropped = [], []
     for record in train:
         problem = decontam.check(record, index)
@@ -240,6 +279,24 @@ def decontaminate(train: list[Record], evals: list[Record], data: DataConfig) ->
         else:
             kept.append(record)
     return kept, dropped
+
+
+def validation_share(config: ProjectConfig) -> float:
+    """data.validation_fraction; unset (auto), AUTO_VALIDATION when train.eval_every is set, else 0."""
+    fraction = config.data.validation_fraction
+    if fraction is None:
+        return AUTO_VALIDATION if config.train.eval_every else 0.0
+    return fraction
+
+
+def carve_validation(train: list[Record], share: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """A seeded `share` of the training records as the validation split: at least one when the share is above 0
+    and there are two or more records, and never all of them. Returns (train, valid), both in file order."""
+    if share <= 0 or len(train) < 2:
+        return train, []
+    n_valid = min(max(1, round(len(train) * share)), len(train) - 1)
+    picked = set(random.Random(seed).sample(range(len(train)), n_valid))
+    return [r for i, r in enumerate(train) if i not in picked], [r for i, r in enumerate(train) if i in picked]
 
 
 def audit_pii(records: list[Record], action: str) -> dict[str, Any]:
@@ -268,9 +325,12 @@ def audit_pii(records: list[Record], action: str) -> dict[str, Any]:
     }
 
 
-def reconcile(ledger: Ledger, train: list[Record], evals: list[Record], steps: Steps, data: DataConfig) -> dict[str, Any]:
-    """Per-source and total counts; raises if any row is unaccounted for (a bug, not bad input)."""
-    kept: Counter[str] = Counter(r["meta"]["source"] for r in train + evals)
+def reconcile(ledger: Ledger, splits: dict[str, list[Record]], steps: Steps, data: DataConfig) -> dict[str, Any]:
+    """Per-source and total counts; raises if any row is unaccounted for (a bug, not bad input).
+
+    Every row in ends in exactly one of train, valid, eval or rejected.
+    """
+    kept: Counter[str] = Counter(r["meta"]["source"] for records in splits.values() for r in records)
     sources = {}
     for path, rows_in in ledger.rows_in.items():
         rejected = ledger.by_source[path]
@@ -280,10 +340,9 @@ def reconcile(ledger: Ledger, train: list[Record], evals: list[Record], steps: S
     by_rule: Counter[str] = Counter(r["rule"] for r in ledger.rejected)
     return {
         "rows_in": sum(ledger.rows_in.values()),
-        "kept": len(train) + len(evals),
+        "kept": sum(kept.values()),
         "rejected": len(ledger.rejected),
-        "train": len(train),
-        "eval": len(evals),
+        **{name: len(records) for name, records in splits.items()},
         "rejected_by_rule": dict(by_rule.most_common()),
         "curation_dropped": steps.dropped,
         "seconds": steps.seconds,

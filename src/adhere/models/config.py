@@ -38,3 +38,10 @@ class ModelConfig(Section):
         if value.startswith((".", "~", "/")) or value.endswith((".gguf", ".jinja")) or (base / value).exists():
             return resolve_path(value, info)
         return value
+
+    def template_file(self) -> Path | None:
+        """The file `chat_template` names, or None when it is unset or inline Jinja (it contains '{%' or '{{')."""
+        template = self.chat_template
+        if template is None or "{%" in template or "{{" in template:
+            return None
+        return Path(template).expanduser()

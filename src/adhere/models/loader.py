@@ -292,8 +292,8 @@ def _prepare_tokenizer(tokenizer: Any, cfg: ModelConfig) -> None:
     the real end-of-sequence tokens.
     """
     template = cfg.chat_template
-    if template is not None and "{%" not in template and "{{" not in template:
-        path = Path(template).expanduser()
+    path = cfg.template_file()
+    if path is not None:
         if not path.is_file():
             raise UserError(
                 f"model.chat_template: file {template!r} not found; give the path of a Jinja template file, "

@@ -78,9 +78,10 @@ def word_count(text: str) -> int:
 def eval_index(config: SynthDecontamConfig) -> EvalIndex:
     """The n-grams of the evaluation prompts generated prompts must not share (IFEval and synth.decontam.targets)."""
     index = EvalIndex(config.ngram)
-    paths = ([IFEVAL_PROMPTS] if config.ifeval else []) + [Path(t) for t in config.targets]
-    for path in paths:
-        for prompt, label in target_prompts(path):
+    paths = ({"synth.decontam.ifeval": IFEVAL_PROMPTS} if config.ifeval else {}) | {
+        f"synth.decontam.targets[{i}]": Path(t) for i, t in enumerate(config.targets)}
+    for key, path in paths.items():
+        for prompt, label in target_prompts(path, key):
             index.add(prompt, label)
     return index
 

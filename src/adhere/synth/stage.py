@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adhere import runs
-from adhere.errors import UserError
+from adhere.errors import UserError, require_files
 from adhere.synth import constrained, rewrite, self_instruct
 from adhere.synth.context import Context, Ledger
 from adhere.synth.filters import eval_index
@@ -43,6 +43,8 @@ def run(config: ProjectConfig, log: Callable[[str], None] = lambda message: None
     synth = config.synth
     if synth is None:
         raise UserError("adhere.yaml has no synth section; add one (see `adhere init`'s template) to generate data")
+    inputs = input_files(config)
+    require_files(inputs)
     started = time.perf_counter()
     seeds, seed_drops = read_seeds(synth.seed_file)
     log(f"{len(seeds)} seeds from {synth.seed_file}" + (f" ({len(seed_drops)} rows dropped)" if seed_drops else ""))
@@ -61,9 +63,16 @@ def run(config: ProjectConfig, log: Callable[[str], None] = lambda message: None
         "rejected": runs.write_text_atomic(run_dir / "rejected.jsonl", _jsonl(rejected)),
     }
     outputs["stats"] = runs.write_json_atomic(run_dir / "stats.json", stats)
-    inputs = {"seed_file": Path(synth.seed_file)} | {f"decontam{i}": Path(t) for i, t in enumerate(synth.decontam.targets)}
     runs.write_lineage(run_dir, config, inputs, outputs)
     return run_dir
+
+
+def input_files(config: ProjectConfig) -> dict[str, Path]:
+    """The files the synth stage reads, by config key: the seed file and the decontamination targets."""
+    assert config.synth is not None
+    targets = config.synth.decontam.targets
+    return {"synth.seed_file": Path(config.synth.seed_file)} | {
+        f"synth.decontam.targets[{i}]": Path(t) for i, t in enumerate(targets)}
 
 
 def reconcile(ctx: Context, seed_drops: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
