@@ -25,19 +25,29 @@ def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
     return code, captured.out, captured.err
 
 
-def test_init_then_check(tmp_path: Path, capsys, monkeypatch) -> None:
-    target = tmp_path / "proj" / "adhere.yaml"
-    code, out, _ = run_cli(capsys, monkeypatch, "init", "my-proj", "--out", str(target))
-    assert code == 0 and target.is_file() and "adhere config check" in out
+def test_init_creates_a_project_folder_then_check(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, monkeypatch, "init", "my-proj")
+    assert code == 0, err
+    target = tmp_path / "my-proj" / "adhere.yaml"
+    sample = tmp_path / "my-proj" / "data" / "examples.jsonl"
+    assert target.is_file() and sample.is_file() and "adhere run my-proj/adhere.yaml" in out
     assert "# Step 1" in target.read_text()  # commented for people to edit
+    assert len(sample.read_text().splitlines()) == 40 and "(40 sample support answers)" in out
     code, out, err = run_cli(capsys, monkeypatch, "config", "check", str(target), "--set", "train.lr=1e-4")
     assert code == 0 and "ok" in err
     resolved = yaml.safe_load(out)
     assert resolved["name"] == "my-proj" and resolved["train"]["lr"] == pytest.approx(1e-4)
-    assert resolved["workdir"] == str(tmp_path / "proj" / "runs" / "my-proj")
-    # A second init would lose the user's edits.
-    code, _, err = run_cli(capsys, monkeypatch, "init", "my-proj", "--out", str(target))
-    assert code == 2 and "already exists; pass --force" in err
+    assert resolved["workdir"] == str(tmp_path / "my-proj" / "runs" / "my-proj")
+    assert resolved["data"]["sources"][0]["path"] == str(sample)
+    # A second init would lose the user's edits; an empty folder is fine.
+    code, _, err = run_cli(capsys, monkeypatch, "init", "my-proj")
+    assert code == 2 and "my-proj: already exists and is not empty; adhere init never overwrites files" in err
+    (tmp_path / "empty").mkdir()
+    assert run_cli(capsys, monkeypatch, "init", "other", "--dir", "empty")[0] == 0
+    assert (tmp_path / "empty" / "adhere.yaml").read_text().startswith("# adhere.yaml")
+    code, _, err = run_cli(capsys, monkeypatch, "init", "bad/name")
+    assert code == 2 and "project name 'bad/name'" in err and not (tmp_path / "bad").exists()
 
 
 def test_bad_config_exits_2_without_traceback(tmp_path: Path, capsys, monkeypatch) -> None:

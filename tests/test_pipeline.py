@@ -193,6 +193,24 @@ def test_every_setting_and_file_a_stage_reads_is_in_its_fingerprint(tmp_path: Pa
     assert print_(train) != before
 
 
+def test_init_makes_a_project_that_runs_through_every_stage(tmp_path: Path, tiny_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from adhere.init import create
+
+    files = create("first", tmp_path / "first")
+    assert files == {"config": tmp_path / "first" / "adhere.yaml", "data": tmp_path / "first" / "data" / "examples.jsonl"}
+    # the tiny model stands in for the embedded one; the rest is the template as a newcomer gets it
+    tiny = [f"model.base={tiny_dir}", "train.max_steps=2", "eval.max_new_tokens=4", "eval.bootstrap_resamples=50"]
+    config = load_config(files["config"], tiny)
+    seen: list[tuple[str, str]] = []
+    pipeline.run(config, lambda event, d: seen.append((event, d.get("name", ""))))
+    assert [n for e, n in seen if e == "done"] == list(pipeline.NAMES)
+    stats = json.loads((config.stage_dir("data") / "stats.json").read_text())
+    assert stats["rows_in"] == 40 and stats["rejected"] == 0, stats["rejected_by_rule"]  # every sample row fits the spec
+    assert (stats["train"], stats["valid"], stats["eval"]) == (32, 0, 8)
+    assert (config.stage_dir("eval") / "report.html").is_file()
+
+
 def test_a_missing_source_is_reported_alike_by_every_command(tmp_path: Path, tiny_dir: Path,
                                                              capsys: pytest.CaptureFixture[str],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:

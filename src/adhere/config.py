@@ -187,7 +187,8 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """Read, override and validate `adhere.yaml`; raise UserError naming the file, line and key."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such config file; create one with `adhere init NAME`")
+        raise UserError(f"{path}: no such config file; `adhere init NAME` creates a project folder NAME/ with one "
+                        "(and sample data that `adhere run NAME/adhere.yaml` takes through every stage)")
     data, node = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     if data is None:
         data = {}
