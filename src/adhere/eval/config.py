@@ -15,7 +15,7 @@ from adhere.config_fields import (
     error_at,
     resolve_path,
 )
-from adhere.generation.config import EndpointConfig
+from adhere.generation.config import EndpointConfig, VllmConfig
 
 Suite = Literal["held_out", "ifeval", "judge", "custom"]
 NAMED_MODELS = {"base": "base", "tuned": "tuned"}  # shorthand: `models: [base, tuned]`
@@ -41,6 +41,12 @@ class ModelRef(Section):
     """A Hugging Face model folder (merged, or a base model), for kind 'folder'."""
     endpoint: EndpointConfig | None = None
     """An OpenAI-compatible API (base_url, model, api_key_env, ...), for kind 'endpoint'."""
+    engine: Literal["local", "vllm"] = "local"
+    """What answers for kinds base, tuned and folder: 'local' (Hugging Face generate inside adhere) or 'vllm' (a
+    vLLM server adhere starts and stops; `make vllm` installs it). A LoRA 'tuned' model is served merged, from
+    workdir/export/ (written by `adhere export`, or now when it is missing or older than the adapter)."""
+    vllm: VllmConfig = VllmConfig()
+    """The vLLM server's settings, for engine 'vllm'."""
 
     @model_validator(mode="before")
     @classmethod
@@ -62,6 +68,9 @@ class ModelRef(Section):
             raise error_at(("path",), "kind 'folder' needs a path to a Hugging Face model folder")
         if self.kind == "endpoint" and self.endpoint is None:
             raise error_at(("endpoint",), "kind 'endpoint' needs endpoint: {base_url: http://localhost:8000/v1, model: ...}")
+        if self.kind == "endpoint" and self.engine == "vllm":
+            raise error_at(("engine",), "kind 'endpoint' is answered by its own server; engine 'vllm' applies to "
+                           "kinds base, tuned and folder (remove engine, or use kind: folder with a path)")
         return self
 
 

@@ -37,8 +37,10 @@ STOP_REASONS = {None, "stop", "eos", "eos_token", "stop_sequence", "end_turn", "
 class HttpBackend:
     """Chat completions from an endpoint, `endpoint.concurrency` requests at a time."""
 
-    def __init__(self, endpoint: EndpointConfig) -> None:
-        self.endpoint = endpoint
+    def __init__(self, endpoint: EndpointConfig, *, extra_body: dict[str, Any] | None = None,
+                 send_seed: bool = True) -> None:
+        """`extra_body` joins every request (vLLM's stop_token_ids); `send_seed` False leaves params.seed out."""
+        self.endpoint, self.extra_body, self.send_seed = endpoint, dict(extra_body or {}), send_seed
         self.url = f"{endpoint.base_url}/chat/completions"
         self.name = f"{endpoint.base_url} model={endpoint.model}"
         self.identity = f"http:{endpoint.base_url} model={endpoint.model}"
@@ -86,10 +88,13 @@ class HttpBackend:
         # top_p 0 keeps only the most likely token, which is greedy decoding; OpenAI-style servers (vLLM
         # among them) refuse top_p 0 with a 400 ("must be in (0, 1]"), so it is sent as temperature 0.
         temperature, top_p = (0.0, 1.0) if params.top_p == 0 else (params.temperature, params.top_p)
-        body = json.dumps({
-            "model": ep.model, "messages": chat, "max_tokens": params.max_new_tokens,
-            "temperature": temperature, "top_p": top_p, "seed": params.seed,
-        }).encode("utf-8")
+        request_body = {
+            **self.extra_body, "model": ep.model, "messages": chat, "max_tokens": params.max_new_tokens,
+            "temperature": temperature, "top_p": top_p,
+        }
+        if self.send_seed:
+            request_body["seed"] = params.seed
+        body = json.dumps(request_body).encode("utf-8")
         failure, detail = "", ""
         for attempt in range(1, ep.max_tries + 1):
             wait = ep.backoff_s * 2 ** (attempt - 1)

@@ -50,7 +50,8 @@ class LocalBackend:
         self.stop_ids = stop_token_ids(tokenizer, model)
         self.max_positions = getattr(model.config, "max_position_embeddings", None) or 1 << 30
         numerics = f"{self.device.type}:{'bf16-autocast' if self.bf16_autocast else next(model.parameters()).dtype}"
-        self.identity = "local:" + _digest([weights_id, tokenizer.chat_template, sorted(self.stop_ids), numerics])
+        self.identity = "local:" + identity_digest(
+            [weights_id, tokenizer.chat_template, sorted(self.stop_ids), numerics])
         if self.device.type == "cpu":
             _limit_threads()
 
@@ -170,13 +171,18 @@ class LocalBackend:
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:
-    """eos (the tokenizer's and the model's generation config's) plus the chat template's end-of-turn token.
+    """eos (the tokenizer's and the model's generation config's) plus the chat template's end-of-turn token."""
+    return chat_stop_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
+
+
+def chat_stop_ids(tokenizer: Any, eos: int | list[int] | None) -> set[int]:
+    """The tokenizer's eos, `eos` (a generation config's) and the chat template's end-of-turn token.
 
     The end of turn is the first special token the template writes after an assistant message's
     content: `<|im_end|>` for ChatML, `<|eot_id|>` for Llama 3, `<end_of_turn>` for Gemma.
     """
     ids: set[int] = set()
-    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+    for value in (tokenizer.eos_token_id, eos):
         ids.update(value if isinstance(value, list) else [] if value is None else [value])
     from jinja2 import TemplateError
 
@@ -208,10 +214,11 @@ def files_fingerprint(paths: list[Path]) -> str:
             if file.is_file() and file.suffix in IDENTITY_SUFFIXES:
                 stat = file.stat()  # follows the symlinks of a hub cache snapshot to the blobs
                 entries.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
-    return _digest(entries)
+    return identity_digest(entries)
 
 
-def _digest(value: Any) -> str:
+def identity_digest(value: Any) -> str:
+    """A short stable hash of a JSON-able value: the part of a backend identity that names its weights and settings."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
