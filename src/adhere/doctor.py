@@ -1,13 +1,14 @@
 """Check that this machine can run adhere, and say what to do about each problem.
 
     adhere doctor           # every check, then load the embedded model and ask it one question
-    adhere doctor --quick   # skip loading the model
+    adhere doctor --quick   # skip loading the model (and importing vLLM)
 """
 
 from __future__ import annotations
 
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ class Check:
 
 def run_checks(load_model: bool = True) -> list[Check]:
     """Every check, in the order a user should fix them."""
-    checks = [_python(), *_packages(), *_compute(), _disk(), _hub(), _embedded()]
+    checks = [_python(), *_packages(), *_compute(), _disk(), _hub(), _vllm(import_it=load_model), _embedded()]
     if load_model and checks[-1].status != "fail":
         checks.append(_answer())
         checks[-2] = _embedded()  # now converted
@@ -103,6 +104,28 @@ def _hub() -> Check:
 
     offline = "offline (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "online allowed only with model.allow_download"
     return Check("hub", "ok", f"{offline}; cache {constants.HF_HUB_CACHE}")
+
+
+def _vllm(import_it: bool) -> Check:
+    """The optional vLLM engine: its environment, its version, and (unless --quick) whether it imports (~5 s)."""
+    from adhere.errors import UserError
+    from adhere.generation.vllm import ENV_PYTHON, find_python, probe
+
+    try:
+        install = probe(find_python())
+    except UserError as exc:
+        detail = "not set up (optional; for engine: vllm): run `make vllm` in adhere's checkout"
+        return Check("vllm engine", "ok", detail if "no vLLM environment" in str(exc) else str(exc))
+    found = f"{install.dist} {install.version} at {install.python}"
+    if import_it:
+        done = subprocess.run([str(install.python), "-c", "import vllm"], capture_output=True, text=True, timeout=300,
+                              check=False)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            venv = install.python.parent.parent
+            return Check("vllm engine", "fail", f"{found} does not import: {last}",
+                         f"rebuild it: rm -rf {venv} && make vllm (or point ${ENV_PYTHON} at a working one)")
+    return Check("vllm engine", "ok", found + ("" if import_it else " (not imported: --quick)"))
 
 
 def _embedded() -> Check:
