@@ -94,7 +94,11 @@ def test_an_interrupted_training_resumes_and_a_failing_stage_keeps_earlier_outpu
     monkeypatch.setattr(loop, "train", lambda config, run_dir, log, resume=None: resumed.append(resume is not None)
                         or real_train(config, run_dir, log, resume=resume))
     events(path)
-    assert resumed == [True]
+    assert resumed == [False]  # it had written summary.json: training was done, so it is redone, not resumed
+    (workdir / "train" / "fingerprint.json").rename(workdir / "train" / "fingerprint.pending.json")
+    (workdir / "train" / "summary.json").unlink()  # as a run cut off mid-way leaves it
+    events(path)
+    assert resumed == [False, True]
 
 
 def test_cli_run_prints_the_comparison_and_rejects_an_unknown_stage(tmp_path: Path, tiny_dir: Path) -> None:

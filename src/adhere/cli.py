@@ -246,18 +246,20 @@ def train(
 
         def log(metrics: dict) -> None:
             text = f"train: loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  {metrics['tokens_per_s']:.0f} trained tok/s"
-            if "eval_loss" in metrics:
-                text += f"  eval {metrics['eval_loss']:.4f}"
+            if "valid_loss" in metrics:
+                text += f"  validation {metrics['valid_loss']:.4f}"
             view.update("train", text, metrics["step"], metrics["total_steps"])
 
         run_dir = adhere.train.run(config, log=log, resume=resume)
     if not main_process:
         return
     summary = json.loads((run_dir / "summary.json").read_text())
-    eval_text = f", eval loss {summary['final_eval_loss']:.4f}" if summary["final_eval_loss"] is not None else ""
+    valid_text = f", validation loss {summary['final_valid_loss']:.4f}" if summary["final_valid_loss"] is not None else ""
+    if summary["best_step"] is not None and summary["best_step"] != summary["steps"]:
+        valid_text += f" (wrote the best, step {summary['best_step']}: {summary['best_valid_loss']:.4f})"
     out.print(
         f"{summary['steps']} steps on {summary['train_examples']} examples in {summary['seconds']:.0f} s: "
-        f"train loss {summary['final_train_loss']:.4f}{eval_text}"
+        f"train loss {summary['final_train_loss']:.4f}{valid_text}"
     )
     out.print(f"Wrote {run_dir}/ ({'adapter' if config.train.method == 'lora' else 'model'}/, metrics.jsonl, summary.json)")
 
@@ -291,7 +293,7 @@ def run(
             elif event == "log":
                 view.print(f"  {escape(details['message'])}", highlight=False)
             elif event == "train":
-                text = f"  train: loss {details['loss']:.3f}" + (f", eval {details['eval_loss']:.3f}" if "eval_loss" in details else "")
+                text = f"  train: loss {details['loss']:.3f}" + (f", validation {details['valid_loss']:.3f}" if "valid_loss" in details else "")
                 view.update("train", text, details["step"], details["total_steps"])
             elif event == "eval":
                 view.update(f"{stage_name[0]}: {details['label']}", f"  {details['label']}", details["done"], details["total"])

@@ -172,10 +172,15 @@ def run(config: ProjectConfig, report: Reporter = lambda event, details: None, f
 
 
 def _can_resume(config: ProjectConfig, pending: Path, stage: Stage) -> bool:
-    """A training run that was cut off with the same config and data, and left a checkpoint."""
+    """A training run that was cut off with the same config and data, and left a checkpoint.
+
+    A run that wrote summary.json finished training (it was cut off after, writing its lineage):
+    there is nothing to resume, and it is redone from the start.
+    """
     from adhere.train import checkpoints
 
-    if not pending.is_file() or checkpoints.latest(config.stage_dir("train")) is None:
+    train_dir = config.stage_dir("train")
+    if not pending.is_file() or checkpoints.latest(train_dir) is None or (train_dir / "summary.json").is_file():
         return False
     return json.loads(pending.read_text()).get("sha256") == fingerprint(stage, config)
 

@@ -100,7 +100,8 @@ def model_card(config: ProjectConfig, train_dir: Path) -> str:
         f"- method: {config.train.method}" + (f" (LoRA r={config.train.lora.r}, alpha={config.train.lora.alpha})" if config.train.method == "lora" else ""),
         f"- learning rate {config.train.lr}, {config.train.schedule} schedule, batch {config.train.batch_size} x {config.train.grad_accum} accumulation, max length {config.train.max_length}",
         f"- steps: {summary.get('steps')}, trained tokens: {summary.get('trained_tokens')}",
-        f"- final train loss: {_fmt(summary.get('final_train_loss'))}, final eval loss: {_fmt(summary.get('final_eval_loss'))}",
+        f"- final train loss: {_fmt(summary.get('final_train_loss'))}, final validation loss: {_fmt(summary.get('final_valid_loss'))}"
+        + (f" (written: the best, step {summary['best_step']})" if summary.get("best_step") not in (None, summary.get("steps")) else ""),
         "",
         "## Data",
         "",
