@@ -55,7 +55,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Callable[[Answer], FakeTeacher]:
 
     def install(answer: Answer) -> FakeTeacher:
         teacher = FakeTeacher(answer)
-        monkeypatch.setattr("adhere.eval.backends._backend", lambda ref, config: teacher)
+        monkeypatch.setattr("adhere.eval.backends._backend", lambda ref, config, vllm_logs: teacher)
         return teacher
 
     return install
