@@ -81,9 +81,11 @@ def _eval_inputs(config: ProjectConfig) -> dict[str, Path]:
 
 
 def _tuned_inputs(config: ProjectConfig) -> dict[str, Path]:
-    from adhere.eval.backends import tuned_weights
+    from adhere.generation.weights import tuned_weights
 
-    return {**_eval_inputs(config), "weights": tuned_weights(config)}
+    weights = tuned_weights(config, needed_by="the eval stage evaluates the tuned model",
+                            otherwise=", or evaluate the base model only: --set eval.models='[base]'")
+    return {**_eval_inputs(config), "weights": weights}
 
 
 # The data stage reads train.max_length (its token filter drops what training would truncate) and

@@ -20,13 +20,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adhere.errors import UserError
 from adhere.generation.vllm import VllmBackend
+from adhere.generation.weights import find_tuned_weights, is_adapter, tuned_weights
 
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
     from adhere.eval.config import ModelRef
     from adhere.models.config import ModelConfig
+
+NEEDED_BY = "eval.models lists 'tuned'"
+OTHERWISE = ", or evaluate the base model only: --set eval.models='[base]'"
 
 
 @contextmanager
@@ -60,8 +63,8 @@ def _backend(ref: ModelRef, config: ProjectConfig, vllm_logs: Path) -> Any:
         return LocalBackend.load(ModelConfig(base=ref.path), batch_size=batch)
     if ref.kind == "endpoint":
         return HttpBackend(ref.endpoint)
-    weights = tuned_weights(config)
-    if weights.name == "adapter":
+    weights = tuned_weights(config, needed_by=NEEDED_BY, otherwise=OTHERWISE)
+    if is_adapter(weights):
         return LocalBackend.load(config.model, adapter=weights, batch_size=batch)
     return LocalBackend.load(ModelConfig(base=str(weights)), batch_size=batch)
 
@@ -78,32 +81,20 @@ def _served_model(ref: ModelRef, config: ProjectConfig) -> ModelConfig:
         return config.model
     if ref.kind == "folder":
         return ModelConfig(base=ref.path)
-    weights = tuned_weights(config)
-    return ModelConfig(base=str(merged_export(config) if weights.name == "adapter" else weights))
+    weights = tuned_weights(config, needed_by=NEEDED_BY, otherwise=OTHERWISE)
+    return ModelConfig(base=str(merged_export(config) if is_adapter(weights) else weights))
 
 
 def merged_export(config: ProjectConfig) -> Path:
     """workdir/export/, the merged model `adhere export` writes; exported now if missing or older than the adapter."""
     from adhere.train import export
 
-    adapter, out = tuned_weights(config), config.stage_dir("export")
+    adapter, out = tuned_weights(config, needed_by=NEEDED_BY, otherwise=OTHERWISE), config.stage_dir("export")
     newest = max((f.stat().st_mtime for f in adapter.iterdir() if f.is_file()), default=0.0)
     merged = out / "model.safetensors"
     if not merged.is_file() or merged.stat().st_mtime < newest:
         export.run(config, out)
     return out
-
-
-def tuned_weights(config: ProjectConfig) -> Path:
-    """The folder `adhere train` wrote: `adapter/` (LoRA) or `model/` (full fine-tuning)."""
-    train_dir = config.stage_dir("train")
-    for name in ("adapter", "model") if config.train.method == "lora" else ("model", "adapter"):
-        if (train_dir / name).is_dir():
-            return train_dir / name
-    raise UserError(
-        f"eval.models lists 'tuned' but {train_dir} holds no trained weights (adapter/ or model/); "
-        f"run `adhere train {config.name}` first, or evaluate the base model only: --set eval.models='[base]'"
-    )
 
 
 def describe(ref: ModelRef, config: ProjectConfig) -> dict[str, Any]:
@@ -114,7 +105,7 @@ def describe(ref: ModelRef, config: ProjectConfig) -> dict[str, Any]:
         return {"source": ref.path, "backend": ref.engine}
     if ref.kind == "endpoint":
         return {"source": f"{ref.endpoint.base_url} model={ref.endpoint.model}", "backend": "endpoint"}
-    try:
-        return {"source": str(tuned_weights(config)), "base": config.model.base, "backend": ref.engine}
-    except UserError:
+    weights = find_tuned_weights(config)
+    if weights is None:
         return {"source": None, "backend": ref.engine}
+    return {"source": str(weights), "base": config.model.base, "backend": ref.engine}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from adhere import runs
 from adhere.eval import backends, results, score, stats
 from adhere.eval.suites import Suite, load
+from adhere.generation.weights import find_tuned_weights
 
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
@@ -253,8 +254,8 @@ def _inputs(config: ProjectConfig, loaded: dict[str, Suite]) -> dict[str, Path]:
         inputs["ifeval"] = Path(config.eval.ifeval_file) if config.eval.ifeval_file else _bundled_ifeval()
     if "custom" in loaded:
         inputs["custom"] = Path(config.eval.custom_file)
-    weights = config.stage_dir("train") / ("adapter" if config.train.method == "lora" else "model")
-    if any(ref.kind == "tuned" for ref in config.eval.models) and weights.is_dir():
+    weights = find_tuned_weights(config)
+    if any(ref.kind == "tuned" for ref in config.eval.models) and weights is not None:
         inputs["tuned_weights"] = next(iter(sorted(weights.glob("*.safetensors"))), weights)
     return inputs
 

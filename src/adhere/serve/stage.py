@@ -155,6 +155,7 @@ class Server:
 def served_weights(config: ProjectConfig) -> tuple[Callable[[], Any], list[Path], str]:
     """How to load the weights `serve.weights` names, the files that identify them, and the kind; UserError if missing."""
     from adhere.generation import LocalBackend
+    from adhere.generation.weights import is_adapter, tuned_weights
     from adhere.models.loader import resolve
 
     cfg, kind = config.serve, config.serve.weights
@@ -168,13 +169,9 @@ def served_weights(config: ProjectConfig) -> tuple[Callable[[], Any], list[Path]
             raise UserError(f"serve.weights is 'export' but {folder} holds no exported model; run "
                             f"`adhere export {config.name}` first, or set serve.weights: tuned")
         return lambda: LocalBackend.load(folder, batch_size=cfg.batch_size), [folder], kind
-    train_dir = config.stage_dir("train")
-    order = ("adapter", "model") if config.train.method == "lora" else ("model", "adapter")
-    found = next((train_dir / name for name in order if (train_dir / name).is_dir()), None)
-    if found is None:
-        raise UserError(f"serve.weights is 'tuned' but {train_dir} holds no trained weights (adapter/ or model/); "
-                        f"run `adhere train {config.name}` first, or serve the base model: --set serve.weights=base")
-    if found.name == "adapter":
+    found = tuned_weights(config, needed_by="serve.weights is 'tuned'",
+                          otherwise=", or serve the base model: --set serve.weights=base")
+    if is_adapter(found):
         return (lambda: LocalBackend.load(config.model, found, batch_size=cfg.batch_size)), [*base_paths, found], kind
     return lambda: LocalBackend.load(found, batch_size=cfg.batch_size), [found], kind
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adhere import runs
-from adhere.errors import UserError
 
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
@@ -29,16 +28,15 @@ def run(config: ProjectConfig, out: Path | None = None) -> Path:
     import torch
 
     from adhere.generation.local import stop_token_ids
+    from adhere.generation.weights import is_adapter, tuned_weights
     from adhere.models import load_model
 
     train_dir = config.stage_dir("train")
-    weights = train_dir / ("adapter" if config.train.method == "lora" else "model")
-    if not weights.is_dir():
-        raise UserError(f"{weights}: no trained weights; run `adhere train {config.name}` first")
+    weights = tuned_weights(config, needed_by="adhere export merges the tuned model")
     out = out or config.stage_dir("export")
     staging = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    if config.train.method == "lora":
+    if is_adapter(weights):
         from peft import PeftModel
 
         loaded = load_model(config.model, device="cpu")

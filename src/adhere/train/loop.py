@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from adhere.generation.weights import weights_folder
 from adhere.models.masking import IGNORE_INDEX
 from adhere.train import checkpoints
 from adhere.train.batches import Example, build_examples, collate, epoch_batches, plan_steps, read_records
@@ -199,7 +200,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
                "final_train_loss": loss, "final_valid_loss": final_valid, "seconds": round(time.perf_counter() - started, 2),
                "device": device, "bf16": bf16, **precision_report(model, bf16)}
     if accelerator.is_main_process:
-        out = run_dir / ("adapter" if tc.method == "lora" else "model")
+        out = weights_folder(run_dir, tc.method)
         accelerator.unwrap_model(loss_fn).inner.save_pretrained(out)
         tokenizer.save_pretrained(out)  # the exact chat template used in training travels with the weights
     return summary

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from adhere import runs
+from adhere.generation.weights import weights_folder
 
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
@@ -48,7 +49,7 @@ def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m:
     runs.write_json_atomic(run_dir / "summary.json", summary)
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
     inputs = {name: data_dir / f"{name}.jsonl" for name in ("train", "valid") if (data_dir / f"{name}.jsonl").is_file()}
-    weights = run_dir / ("adapter" if config.train.method == "lora" else "model")
+    weights = weights_folder(run_dir, config.train.method)
     runs.write_lineage(run_dir, config, inputs, {"weights": weights, "metrics": run_dir / "metrics.jsonl"})
     return run_dir
 
