@@ -59,6 +59,7 @@ class LocalBackend:
     def load(cls, model: ModelConfig | str | Path, adapter: str | Path | None = None, *, batch_size: int = 8,
              device: str | None = None, precision: Precision = "auto") -> LocalBackend:
         """Load the base model (a ModelConfig, or a folder / .gguf / hub id), and merge `adapter` into it if given."""
+        from adhere.generation.weights import with_adapter
         from adhere.models import load_model
 
         cfg = model if isinstance(model, ModelConfig) else ModelConfig(base=str(model))
@@ -72,11 +73,7 @@ class LocalBackend:
         net, tokenizer, name = loaded.model, loaded.tokenizer, f"local:{loaded.source}"
         paths = [Path(loaded.source)]
         if adapter_dir is not None:
-            net = _merge_adapter(net, adapter_dir, cfg.base)
-            trained = _trained_tokenizer(adapter_dir)
-            if trained is not None and not trained.chat_template:  # saved without one: the configured template
-                trained.chat_template = tokenizer.chat_template
-            tokenizer = trained or tokenizer
+            net, tokenizer = with_adapter(net, tokenizer, adapter_dir, cfg.base)
             name, paths = f"{name} + adapter:{adapter_dir}", [*paths, adapter_dir]
         revision = f"@{cfg.revision}" if cfg.revision else ""  # a hub id downloaded at run time has no files yet
         return cls(net, tokenizer, name=name, weights_id=files_fingerprint(paths) + revision, batch_size=batch_size,
@@ -220,36 +217,6 @@ def files_fingerprint(paths: list[Path]) -> str:
 def identity_digest(value: Any) -> str:
     """A short stable hash of a JSON-able value: the part of a backend identity that names its weights and settings."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _merge_adapter(model: Any, adapter: Path, base: str) -> Any:
-    """Base + LoRA merged into plain weights: one matmul per layer instead of three, as `adhere export` does."""
-    import warnings
-
-    from peft import PeftModel
-
-    # peft 0.21 calls transformers' deprecated `is_gradient_checkpointing` (as in adhere.train.model);
-    # upstream's warning says nothing to our users. Remove when peft uses the new name.
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-    try:
-        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    except (RuntimeError, ValueError, KeyError) as exc:  # shapes or module names of another base model
-        raise UserError(
-            f"{adapter}: the adapter does not fit the base model {base!r} ({str(exc).splitlines()[0][:200]}); "
-            "load it on the base model it was trained from (model.base in the train stage's config.yaml)"
-        ) from None
-
-
-def _trained_tokenizer(adapter: Path) -> Any:
-    """The tokenizer `adhere train` saved beside the adapter (the exact chat template of training), or None."""
-    if not (adapter / "tokenizer_config.json").is_file():
-        return None
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(adapter)
-    if tokenizer.pad_token is None:  # batching needs one; masked out by the attention mask
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def _use_bf16_autocast(precision: Precision, model: Any, device_type: str) -> bool:

@@ -1,17 +1,18 @@
-"""The tuned weights: the one place that knows where `adhere train` writes them and finds them again.
+"""The tuned weights: where `adhere train` writes them, where they are found again, and LoRA merged into its base.
 
     from adhere.generation.weights import tuned_weights
     folder = tuned_weights(config, needed_by="eval.models lists 'tuned'")   # workdir/train/adapter or model
 
 LoRA training writes `adapter/` (PEFT's adapter files), full fine-tuning `model/` (a whole model
 folder); both hold the tokenizer with the exact chat template of training. Training, its lineage,
-export, evaluation, the pipeline's fingerprints and the server all ask here.
+export, evaluation, the pipeline's fingerprints and the server all ask here. `with_adapter` is
+the one place PEFT loads an adapter for answers (LocalBackend) and for `adhere export`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from adhere.errors import UserError
 
@@ -53,3 +54,45 @@ def tuned_weights(config: ProjectConfig, *, needed_by: str, otherwise: str = "")
 def is_adapter(folder: Path) -> bool:
     """Whether tuned weights `folder` is LoRA's `adapter/` (loaded on the base model) rather than a whole model."""
     return folder.name == FOLDERS["lora"]
+
+
+def with_adapter(model: Any, tokenizer: Any, adapter: Path, base: str) -> tuple[Any, Any]:
+    """Base `model` + the LoRA `adapter` merged into plain weights, and the tokenizer training saved beside it.
+
+    The one place PEFT loads an adapter (LocalBackend, so eval and serve, and `adhere export`); training
+    builds LoRA in adhere.train.model. Merged: one matmul per layer instead of three.
+    """
+    merged = _merge(model, adapter, base)
+    trained = trained_tokenizer(adapter)
+    if trained is not None and not trained.chat_template:  # saved without one: the configured template
+        trained.chat_template = tokenizer.chat_template
+    return merged, trained or tokenizer
+
+
+def _merge(model: Any, adapter: Path, base: str) -> Any:
+    import warnings
+
+    from peft import PeftModel
+
+    # peft 0.21 calls transformers' deprecated `is_gradient_checkpointing` (as in adhere.train.model);
+    # upstream's warning says nothing to our users. Remove when peft uses the new name.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    try:
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as exc:  # shapes or module names of another base model
+        raise UserError(
+            f"{adapter}: the adapter does not fit the base model {base!r} ({str(exc).splitlines()[0][:200]}); "
+            "load it on the base model it was trained from (model.base in the train stage's config.yaml)"
+        ) from None
+
+
+def trained_tokenizer(folder: Path) -> Any:
+    """The tokenizer `adhere train` saved beside its weights (the exact chat template of training), or None."""
+    if not (folder / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:  # batching needs one; masked out by the attention mask
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -2,7 +2,7 @@
 
     adhere export adhere.yaml            # writes workdir/export/
 
-LoRA adapters are merged into the base weights (PEFT's merge_and_unload). The
+LoRA adapters are merged into the base weights (`generation.weights.with_adapter`). The
 folder holds safetensors weights, the tokenizer with the exact chat template
 used in training, a generation_config.json that stops at the template's
 end-of-turn token and at eos (the stop list `LocalBackend` uses), and a
@@ -28,7 +28,7 @@ def run(config: ProjectConfig, out: Path | None = None) -> Path:
     import torch
 
     from adhere.generation.local import stop_token_ids
-    from adhere.generation.weights import is_adapter, tuned_weights
+    from adhere.generation.weights import is_adapter, trained_tokenizer, tuned_weights, with_adapter
     from adhere.models import load_model
 
     train_dir = config.stage_dir("train")
@@ -36,20 +36,14 @@ def run(config: ProjectConfig, out: Path | None = None) -> Path:
     out = out or config.stage_dir("export")
     staging = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    if is_adapter(weights):
-        from peft import PeftModel
-
+    if is_adapter(weights):  # the tokenizer beside the weights: the chat template exactly as training used it
         loaded = load_model(config.model, device="cpu")
-        model = PeftModel.from_pretrained(loaded.model, weights).merge_and_unload()
-        tokenizer = loaded.tokenizer
+        model, tokenizer = with_adapter(loaded.model, loaded.tokenizer, weights, config.model.base)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(weights)
-    trained_tokenizer = _trained_tokenizer(weights)
-    if trained_tokenizer is not None:
-        tokenizer = trained_tokenizer  # the chat template exactly as training used it
+        tokenizer = trained_tokenizer(weights) or AutoTokenizer.from_pretrained(weights)
     # LocalBackend's stop list, so plain `generate` on this folder stops where adhere's answers do: the end
     # of turn as well as eos where they differ (Gemma's <end_of_turn> and <eos>). One id stays an int.
     stops = sorted(stop_token_ids(tokenizer, model))
@@ -63,14 +57,6 @@ def run(config: ProjectConfig, out: Path | None = None) -> Path:
     staging.rename(out)
     runs.write_lineage(out, config, {"weights": weights}, {"model": out / "model.safetensors"})
     return out
-
-
-def _trained_tokenizer(weights: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    if (weights / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(weights)
-    return None
 
 
 def model_card(config: ProjectConfig, train_dir: Path) -> str:
