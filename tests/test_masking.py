@@ -238,3 +238,36 @@ def test_format_mask_color_is_valid_rich_markup():
     )
     trained = [text.plain[span.start : span.end] for span in text.spans if span.style == "black on green"]
     assert trained == ["Paris.<end_of_turn>"]
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("eos", ["own", "pad"])
+def test_the_trained_end_of_turn_is_where_local_backend_stops(family, eos):
+    """One end-of-turn rule: the last token the loss mask trains is in LocalBackend's stop ids, eos or not."""
+    from adhere.generation import LocalBackend
+    from tiny import FAMILIES, build_tiny_model
+
+    tok = build_family_tokenizer(family)
+    if eos == "pad":  # eos is no longer the end of turn (it is for llama3): only the template's rule can find it
+        tok.eos_token = FAMILIES[family]["pad"]
+    model = build_tiny_model(len(tok))
+    model.generation_config.eos_token_id = None
+    rendered = render(tok, [Q1, A1, Q2, A2])
+    trained_ends = {rendered.input_ids[k] for k, label in enumerate(rendered.labels)
+                    if label != IGNORE_INDEX and (k + 1 == len(rendered.labels) or rendered.labels[k + 1] == IGNORE_INDEX)}
+    assert trained_ends == {tok.convert_tokens_to_ids(EOT[family])}
+    stops = LocalBackend(model, tok, name=family, weights_id="w").stop_ids
+    assert trained_ends <= stops
+    assert stops - trained_ends <= {tok.eos_token_id}  # nothing else: eos and the end of turn
+
+
+def test_end_of_turn_is_the_first_special_token_after_the_answer():
+    """A template that writes two special tokens after an answer trains (and stops at) the first one only."""
+    from adhere.models.masking import end_of_turn_token
+
+    tok = build_family_tokenizer("chatml")
+    tok.chat_template = tok.chat_template.replace("'<|im_end|>' + '\n'", "'<|im_end|><|endoftext|>' + '\n'")
+    assert "<|im_end|><|endoftext|>" in tok.apply_chat_template([Q1, A1], tokenize=False)
+    rendered = render(tok, [Q1, A1])
+    assert trained_runs(tok, rendered) == ["Paris.<|im_end|>"]
+    assert end_of_turn_token(tok) == tok.convert_tokens_to_ids("<|im_end|>")

@@ -175,25 +175,14 @@ def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:
 def chat_stop_ids(tokenizer: Any, eos: int | list[int] | None) -> set[int]:
     """The tokenizer's eos, `eos` (a generation config's) and the chat template's end-of-turn token.
 
-    The end of turn is the first special token the template writes after an assistant message's
-    content: `<|im_end|>` for ChatML, `<|eot_id|>` for Llama 3, `<end_of_turn>` for Gemma.
+    The end of turn is the token the loss mask trains last (`adhere.models.masking.end_of_turn_token`):
+    `<|im_end|>` for ChatML, `<|eot_id|>` for Llama 3, `<end_of_turn>` for Gemma.
     """
-    ids: set[int] = set()
-    for value in (tokenizer.eos_token_id, eos):
-        ids.update(value if isinstance(value, list) else [] if value is None else [value])
-    from jinja2 import TemplateError
+    from adhere.models.masking import end_of_turn_token
 
-    probe = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]
-    try:
-        prompt = tokenizer.apply_chat_template(probe[:1], tokenize=True, return_dict=True, add_generation_prompt=True)
-        whole = tokenizer.apply_chat_template(probe, tokenize=True, return_dict=True)
-    except (TemplateError, ValueError, TypeError, KeyError, IndexError):  # the template rejects the probe: eos alone
-        return ids
-    prompt_ids, whole_ids = list(prompt["input_ids"]), list(whole["input_ids"])
-    special = set(tokenizer.all_special_ids)
-    special.update(i for i, token in tokenizer.added_tokens_decoder.items() if token.special)
-    if whole_ids[: len(prompt_ids)] == prompt_ids:
-        ids.update(next(([t] for t in whole_ids[len(prompt_ids):] if t in special), []))
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, eos, end_of_turn_token(tokenizer)):
+        ids.update(value if isinstance(value, list) else [] if value is None else [value])
     return ids
 
 

@@ -12,12 +12,13 @@ How the assistant spans are found, on token ids (never on string offsets):
    template keeps whatever the template injects (SmolLM2's default system prompt,
    Llama 3's date header) in the right place. Each prefix must be a token prefix of
    the whole rendering, or `MaskError` says why.
-3. End-of-turn rule: the span is cut just after its LAST special token (a
+3. End-of-turn rule (`end_of_turn`, the one rule: generation stops at the same token,
+   see `end_of_turn_token`): the span is cut just after its FIRST special token (a
    tokenizer special token or an added token marked special): ChatML's
    `<|im_end|>`, Llama 3's `<|eot_id|>`, Gemma's `<end_of_turn>`. That token is
    trained, so the model learns to stop; what the template writes after it (the
-   "\\n" of ChatML and Gemma) is not, since it is not the model's to generate. A span
-   with no special token is trained whole.
+   "\\n" of ChatML and Gemma, a second special token) is not, since generation stops
+   before it. A span with no special token is trained whole.
 4. Post-check: the trained tokens of each span are decoded and must contain the
    message's content (stripped, since Llama 3 and Gemma trim it); else `MaskError`.
 """
@@ -60,13 +61,13 @@ def render(tokenizer: Any, messages: list[dict[str, Any]], *, max_length: int | 
     chat = [{"role": m["role"], "content": m["content"]} for m in messages]
     input_ids = _encode(tokenizer, chat, generation_prompt=False)
     labels = [IGNORE_INDEX] * len(input_ids)
-    special = _special_ids(tokenizer)
+    special = special_ids(tokenizer)
     for i, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
         start = _prefix_length(tokenizer, chat, input_ids, i, generation_prompt=True)
         end = _prefix_length(tokenizer, chat, input_ids, i + 1, generation_prompt=False)
-        end = _end_of_turn(input_ids, start, end, special)
+        end = end_of_turn(input_ids, start, end, special)
         labels[start:end] = input_ids[start:end]
         # Checked on the whole span, before any cut, so truncation never hides a wrong mask.
         _check_span(tokenizer, input_ids[start:end], message["content"], i)
@@ -124,18 +125,33 @@ def _prefix_length(
     )
 
 
-def _special_ids(tokenizer: Any) -> set[int]:
+def special_ids(tokenizer: Any) -> set[int]:
+    """The tokenizer's special tokens and the added tokens marked special: the candidates for an end of turn."""
     ids = set(tokenizer.all_special_ids)
     ids.update(i for i, token in tokenizer.added_tokens_decoder.items() if token.special)
     return ids
 
 
-def _end_of_turn(input_ids: list[int], start: int, end: int, special: set[int]) -> int:
-    """End of the trained span: just after the last special token in [start, end), else `end`."""
-    for k in range(end - 1, start - 1, -1):
-        if input_ids[k] in special:
-            return k + 1
-    return end
+def end_of_turn(input_ids: list[int], start: int, end: int, special: set[int]) -> int:
+    """End of the trained span of an assistant turn in [start, end): just after its first special token, else `end`."""
+    return next((k + 1 for k in range(start, end) if input_ids[k] in special), end)
+
+
+def end_of_turn_token(tokenizer: Any) -> int | None:
+    """The chat template's end-of-turn token, by the loss mask's own rule: the last token `render` trains.
+
+    Generation stops at it (`adhere.generation.local.chat_stop_ids`), so the token the model learns to
+    end its answer with is the token every backend stops on. None when the template writes no special
+    token after an answer, or rejects this probe (generation then stops at eos alone).
+    """
+    probe = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]
+    try:
+        rendered = render(tokenizer, probe)
+    except (UserError, ValueError, TypeError, KeyError, IndexError):
+        return None
+    last = max((k for k, label in enumerate(rendered.labels) if label != IGNORE_INDEX), default=None)
+    token = None if last is None else rendered.input_ids[last]
+    return token if token in special_ids(tokenizer) else None
 
 
 def _check_span(tokenizer: Any, span: list[int], content: str, index: int) -> None:
