@@ -55,7 +55,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Callable[[Answer], FakeTeacher]:
 
     def install(answer: Answer) -> FakeTeacher:
         teacher = FakeTeacher(answer)
-        monkeypatch.setattr("adhere.eval.backends._backend", lambda ref, config, vllm_logs: teacher)
+        monkeypatch.setattr("adhere.generation.refs._backend", lambda ref, config, vllm_logs, batch: teacher)
         return teacher
 
     return install

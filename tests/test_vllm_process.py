@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from adhere.errors import UserError
-from adhere.eval.config import ModelRef
+from adhere.generation.refs import ModelRef
 from adhere.generation import GenerationParams, VllmBackend, VllmConfig
 from adhere.generation.server_process import ServerProcess, free_port
 from adhere.models.config import ModelConfig
@@ -191,12 +191,12 @@ def test_a_tuned_lora_model_is_served_merged_from_the_export_folder(tmp_path: Pa
     from test_export import gemma_project
 
     from adhere.config import load_config
-    from adhere.eval.backends import opened
+    from adhere.generation.refs import opened
 
     monkeypatch.setenv("ADHERE_VLLM_PYTHON", str(fake_python(tmp_path)))
     config = load_config(gemma_project(tmp_path, "lora"))
     ref = ModelRef(name="tuned model", kind="tuned", engine="vllm")
-    with opened(ref, config, tmp_path / "runs" / "p" / "cache") as backend:
+    with opened(ref, config, tmp_path / "runs" / "p" / "cache", batch_size=1) as backend:
         assert backend.generate([CHAT], GenerationParams())[0].text == "echo: Say hi."
         argv = backend.backend.server.argv
     export = tmp_path / "runs" / "p" / "export"
@@ -204,11 +204,11 @@ def test_a_tuned_lora_model_is_served_merged_from_the_export_folder(tmp_path: Pa
     assert "fake vLLM starting" in (tmp_path / "runs" / "p" / "vllm" / "tuned_model.log").read_text()
     assert not any(alive(pid) for pid in pids(fake))
     exported = (export / "model.safetensors").stat().st_mtime_ns
-    with opened(ref, config, tmp_path / "runs" / "p" / "cache"):  # current export: reused, not merged again
+    with opened(ref, config, tmp_path / "runs" / "p" / "cache", batch_size=1):  # current export: reused, not merged again
         pass
     assert (export / "model.safetensors").stat().st_mtime_ns == exported
     adapter = tmp_path / "runs" / "p" / "train" / "adapter" / "adapter_model.safetensors"
     os.utime(adapter, ns=(exported + 10**9, exported + 10**9))  # trained again after the export
-    with opened(ref, config, tmp_path / "runs" / "p" / "cache"):
+    with opened(ref, config, tmp_path / "runs" / "p" / "cache", batch_size=1):
         pass
     assert (export / "model.safetensors").stat().st_mtime_ns > exported

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 
 from adhere.config_fields import (
     Fraction,
@@ -15,65 +15,9 @@ from adhere.config_fields import (
     error_at,
     resolve_path,
 )
-from adhere.generation.config import EndpointConfig, VllmConfig
+from adhere.generation.refs import ModelRef
 
 Suite = Literal["held_out", "ifeval", "judge", "custom"]
-NAMED_MODELS = {"base": "base", "tuned": "tuned"}  # shorthand: `models: [base, tuned]`
-
-
-def _allow_shorthand(schema: dict[str, Any]) -> None:
-    """The JSON Schema of a ModelRef also accepts the strings 'base' and 'tuned', as the validator does."""
-    mapping = dict(schema)
-    schema.clear()
-    schema.update({"title": "ModelRef", "anyOf": [{"enum": list(NAMED_MODELS)}, mapping]})
-
-
-class ModelRef(Section):
-    """A model to evaluate (or to judge with): the project's base or tuned model, a local folder, or an endpoint."""
-
-    model_config = ConfigDict(json_schema_extra=lambda schema, cls: _allow_shorthand(schema))
-
-    name: str
-    """Its name in reports, e.g. 'base', 'tuned', 'gpt-4o'."""
-    kind: Literal["base", "tuned", "folder", "endpoint"]
-    """'base': model.base; 'tuned': what `adhere train` wrote; 'folder': `path`; 'endpoint': `endpoint`."""
-    path: str = ""
-    """A Hugging Face model folder (merged, or a base model), for kind 'folder'."""
-    endpoint: EndpointConfig | None = None
-    """An OpenAI-compatible API (base_url, model, api_key_env, ...), for kind 'endpoint'."""
-    engine: Literal["local", "vllm"] = "local"
-    """What answers for kinds base, tuned and folder: 'local' (Hugging Face generate inside adhere) or 'vllm' (a
-    vLLM server adhere starts and stops; `make vllm` installs it). A LoRA 'tuned' model is served merged, from
-    workdir/export/ (written by `adhere export`, or now when it is missing or older than the adapter)."""
-    vllm: VllmConfig = VllmConfig()
-    """The vLLM server's settings, for engine 'vllm'."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, str) and data in NAMED_MODELS:
-            return {"name": data, "kind": NAMED_MODELS[data]}
-        if isinstance(data, str):
-            raise error_at((), f"unknown model {data!r}; use 'base', 'tuned', or a mapping with name, kind and path/url")
-        return data
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, value: str, info: ValidationInfo) -> str:
-        return resolve_path(value, info) if value else value
-
-    @model_validator(mode="after")
-    def _needs_location(self) -> ModelRef:
-        if self.kind == "folder" and not self.path:
-            raise error_at(("path",), "kind 'folder' needs a path to a Hugging Face model folder")
-        if self.kind == "endpoint" and self.endpoint is None:
-            raise error_at(("endpoint",), "kind 'endpoint' needs endpoint: {base_url: http://localhost:8000/v1, model: ...}")
-        if self.kind == "endpoint" and self.engine == "vllm":
-            raise error_at(("engine",), "kind 'endpoint' is answered by its own server; engine 'vllm' applies to "
-                           "kinds base, tuned and folder (remove engine, or use kind: folder with a path)")
-        return self
-
-
 class ItemF1(Section):
     """F1 of the items of a list in JSON answers, each item identified by some of its fields."""
 

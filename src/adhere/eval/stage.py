@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from adhere import runs
-from adhere.eval import backends, results, score, stats
+from adhere.eval import results, score, stats
 from adhere.eval.suites import Suite, load
+from adhere.generation import refs
 from adhere.generation.weights import find_tuned_weights
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def run(config: ProjectConfig, log: Log = lambda message: None, *, stage: str = 
     asked = {("held_out" if name == "judge" else name): suite for name, suite in loaded.items()}  # judge grades held_out
     generations: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in asked}
     for ref in ec.models:
-        with backends.opened(ref, config, cache_dir(config)) as backend:
+        with refs.opened(ref, config, cache_dir(config), batch_size=ec.batch_size) as backend:
             for name, suite in asked.items():
                 log(f"{ref.name}: answering {len(suite.items)} prompts of {suite.title} ({backend.name})")
                 tick = _counter(progress, f"{ref.name}: {suite.title}", len(suite.items)) if progress else None
@@ -102,7 +103,7 @@ def _header(config: ProjectConfig) -> dict[str, Any]:
     return {
         "project": config.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "models": {ref.name: backends.describe(ref, config) for ref in ec.models},
+        "models": {ref.name: refs.describe(ref, config) for ref in ec.models},
         "baseline": ec.models[0].name,
         "decoding": {"max_new_tokens": ec.max_new_tokens, "temperature": ec.temperature, "top_p": ec.top_p,
                      "seed": ec.seed, "batch_size": ec.batch_size},
@@ -164,7 +165,7 @@ def _judge(suite: Suite, gens: dict[str, dict[str, Any]], scored: dict[str, dict
     answers = {model: {i: s_gen.text for i, s_gen in by_id.items() if i in scored[model]} for model, by_id in gens.items()}
     texts: dict[str, dict[str, Any]] = {}
     pairs = []
-    with backends.opened(ec.judge.model, config, cache_dir(config)) as backend:
+    with refs.opened(ec.judge.model, config, cache_dir(config), batch_size=ec.batch_size) as backend:
         for model, by_id in answers.items():
             log(f"judge ({backend.name}): grading {len(by_id)} responses of {model}")
             graded = judge.judge_scores(backend, params, config.spec, suite.items, by_id)

@@ -23,7 +23,7 @@ from adhere.config_fields import (
     error_at,
     resolve_path,
 )
-from adhere.eval.config import ModelRef
+from adhere.generation.refs import ModelRef
 
 # Self-Instruct's filter (Wang et al. 2023, generate_instances.py): tasks a text-only model cannot do.
 SELF_INSTRUCT_BLACKLIST = [

@@ -4,7 +4,7 @@
         answers = teacher.generate(chats, params)   # one Generation per chat; unsent ones are `not_sent`
         teacher.budget.stopped                      # why it stopped, or None
 
-The backend is the evaluation's (`adhere.eval.backends.opened`: base, folder or endpoint) with its
+The backend is the evaluation's (`adhere.generation.refs.opened`: base, folder or endpoint) with its
 SQLite cache in `workdir/synth/cache/`. Answers read back from the cache cost nothing, so a run
 cut off by the budget, Ctrl-C or a crash resumes where it stopped: every request is seeded and
 deterministic, the rerun asks the same questions, and only the new ones reach the teacher.
@@ -116,11 +116,9 @@ def not_sent(generation: Generation) -> bool:
 @contextmanager
 def opened_teacher(config: ProjectConfig, log: Callable[[str], None] | None = None) -> Iterator[Teacher]:
     """The configured teacher with its cache in workdir/synth/cache/ and a fresh budget."""
-    from adhere.eval.backends import opened
+    from adhere.generation.refs import opened
 
     synth = config.synth
     assert synth is not None
-    # A local teacher batches synth.batch_size chats; eval's batch_size is what the shared builder reads.
-    local = config.model_copy(update={"eval": config.eval.model_copy(update={"batch_size": synth.batch_size})})
-    with opened(synth.teacher, local, config.stage_dir("synth") / "cache") as backend:
+    with opened(synth.teacher, config, config.stage_dir("synth") / "cache", batch_size=synth.batch_size) as backend:
         yield Teacher(backend, Budget.of(synth.budget), synth.batch_size, log)

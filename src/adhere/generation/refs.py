@@ -1,7 +1,10 @@
-"""From a model entry (`eval.models`, the judge, the synth teacher) to a backend: base, tuned, a folder, an endpoint.
+"""A model reference (`ModelRef`: an entry of eval.models, the judge, the synth teacher) and the backend it opens.
 
-    with opened(ref, config, run_dir / "cache") as backend:
+    with opened(ref, config, run_dir / "cache", batch_size=config.eval.batch_size) as backend:
         answers = backend.generate(chats, params)
+
+A reference names the project's base or tuned model, a local folder or an endpoint, and the engine
+that answers for it (`local`: LocalBackend; `vllm`: a vLLM server adhere starts).
 
 Every backend is wrapped in the on-disk cache, keyed by the backend's identity
 (its weights or its endpoint and model), the chat and the decoding settings, so
@@ -18,27 +21,85 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
+
+from adhere.config_fields import Section, error_at, resolve_path
+from adhere.generation.config import EndpointConfig, VllmConfig
 from adhere.generation.vllm import VllmBackend
 from adhere.generation.weights import find_tuned_weights, is_adapter, tuned_weights
 
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
-    from adhere.eval.config import ModelRef
     from adhere.models.config import ModelConfig
+
+NAMED_MODELS = {"base": "base", "tuned": "tuned"}  # shorthand: `models: [base, tuned]`
+
+
+def _allow_shorthand(schema: dict[str, Any]) -> None:
+    """The JSON Schema of a ModelRef also accepts the strings 'base' and 'tuned', as the validator does."""
+    mapping = dict(schema)
+    schema.clear()
+    schema.update({"title": "ModelRef", "anyOf": [{"enum": list(NAMED_MODELS)}, mapping]})
+
+
+class ModelRef(Section):
+    """A model to evaluate (or to judge with): the project's base or tuned model, a local folder, or an endpoint."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema, cls: _allow_shorthand(schema))
+
+    name: str
+    """Its name in reports, e.g. 'base', 'tuned', 'gpt-4o'."""
+    kind: Literal["base", "tuned", "folder", "endpoint"]
+    """'base': model.base; 'tuned': what `adhere train` wrote; 'folder': `path`; 'endpoint': `endpoint`."""
+    path: str = ""
+    """A Hugging Face model folder (merged, or a base model), for kind 'folder'."""
+    endpoint: EndpointConfig | None = None
+    """An OpenAI-compatible API (base_url, model, api_key_env, ...), for kind 'endpoint'."""
+    engine: Literal["local", "vllm"] = "local"
+    """What answers for kinds base, tuned and folder: 'local' (Hugging Face generate inside adhere) or 'vllm' (a
+    vLLM server adhere starts and stops; `make vllm` installs it). A LoRA 'tuned' model is served merged, from
+    workdir/export/ (written by `adhere export`, or now when it is missing or older than the adapter)."""
+    vllm: VllmConfig = VllmConfig()
+    """The vLLM server's settings, for engine 'vllm'."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str) and data in NAMED_MODELS:
+            return {"name": data, "kind": NAMED_MODELS[data]}
+        if isinstance(data, str):
+            raise error_at((), f"unknown model {data!r}; use 'base', 'tuned', or a mapping with name, kind and path/url")
+        return data
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str, info: ValidationInfo) -> str:
+        return resolve_path(value, info) if value else value
+
+    @model_validator(mode="after")
+    def _needs_location(self) -> ModelRef:
+        if self.kind == "folder" and not self.path:
+            raise error_at(("path",), "kind 'folder' needs a path to a Hugging Face model folder")
+        if self.kind == "endpoint" and self.endpoint is None:
+            raise error_at(("endpoint",), "kind 'endpoint' needs endpoint: {base_url: http://localhost:8000/v1, model: ...}")
+        if self.kind == "endpoint" and self.engine == "vllm":
+            raise error_at(("engine",), "kind 'endpoint' is answered by its own server; engine 'vllm' applies to "
+                           "kinds base, tuned and folder (remove engine, or use kind: folder with a path)")
+        return self
 
 NEEDED_BY = "eval.models lists 'tuned'"
 OTHERWISE = ", or evaluate the base model only: --set eval.models='[base]'"
 
 
 @contextmanager
-def opened(ref: ModelRef, config: ProjectConfig, cache_dir: Path) -> Iterator[Any]:
-    """The cached backend for `ref`; a local model's memory is freed on exit."""
+def opened(ref: ModelRef, config: ProjectConfig, cache_dir: Path, *, batch_size: int) -> Iterator[Any]:
+    """The cached backend for `ref`, a local model answering `batch_size` chats at a time; its memory is freed on exit."""
     from adhere.generation import CachedBackend
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    inner = _backend(ref, config, cache_dir.parent / "vllm")
+    inner = _backend(ref, config, cache_dir.parent / "vllm", batch_size)
     backend = CachedBackend(inner, cache_dir / "generations.sqlite")
     try:
         yield backend
@@ -49,14 +110,13 @@ def opened(ref: ModelRef, config: ProjectConfig, cache_dir: Path) -> Iterator[An
         gc.collect()
 
 
-def _backend(ref: ModelRef, config: ProjectConfig, vllm_logs: Path) -> Any:
+def _backend(ref: ModelRef, config: ProjectConfig, vllm_logs: Path, batch: int) -> Any:
     from adhere.generation import HttpBackend, LocalBackend
     from adhere.models.config import ModelConfig
 
     if ref.engine == "vllm":
         log_path = vllm_logs / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', ref.name)}.log"
         return VllmBackend(_served_model(ref, config), ref.vllm, log_path=log_path)
-    batch = config.eval.batch_size
     if ref.kind == "base":
         return LocalBackend.load(config.model, batch_size=batch)
     if ref.kind == "folder":
