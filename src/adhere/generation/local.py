@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,8 @@ from adhere.generation.sampling import seeded_sampler
 from adhere.models.config import ModelConfig
 
 Precision = Literal["auto", "float32", "bfloat16"]
+# Called after every decoding step with each row's newest token; returns, per row, whether it has ended.
+StepHook = Callable[[list[int]], list[bool]]
 # Files whose names, sizes and mtimes make a model's identity: weights, config and tokenizer.
 IDENTITY_SUFFIXES = (".safetensors", ".gguf", ".json", ".jinja", ".model", ".txt")
 
@@ -131,10 +134,16 @@ class LocalBackend:
         seconds = time.perf_counter() - started
         return [self._finish(prompt, row, seconds) for prompt, row in zip(prompts, rows)]
 
-    def generate_ids(self, prompts: list[list[int]], params: GenerationParams) -> list[list[int]]:
-        """The new token ids of each prompt (up to and including its stop token), from one left-padded generate call."""
+    def generate_ids(self, prompts: list[list[int]], params: GenerationParams,
+                     on_step: StepHook | None = None) -> list[list[int]]:
+        """The new token ids of each prompt (up to and including its stop token), from one left-padded generate call.
+
+        `on_step` is the hook the server drives this batching with: after every decoding step it gets
+        each row's newest token and returns which rows have ended (it streams text, and ends rows on
+        stop sequences, deadlines and clients leaving); the call returns once every row has ended.
+        """
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -143,17 +152,18 @@ class LocalBackend:
             input_ids[row, width - len(prompt):] = torch.tensor(prompt)
             attention_mask[row, width - len(prompt):] = 1
         config = GenerationConfig(
-            max_new_tokens=min(params.max_new_tokens, self.max_positions - width), do_sample=False, num_beams=1,
+            max_new_tokens=max(1, min(params.max_new_tokens, self.max_positions - width)), do_sample=False, num_beams=1,
             eos_token_id=sorted(self.stop_ids), pad_token_id=self.pad_id, use_cache=True,
         )
         # Sampling is done by our processor (one seeded generator per row); generate then takes its only choice.
         processors = LogitsProcessorList()
         if params.temperature > 0:
             processors.append(seeded_sampler(prompts, params, self.device))
+        stopping = StoppingCriteriaList([_step_criteria(on_step)]) if on_step is not None else None
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16_autocast else nullcontext()
         with torch.inference_mode(), autocast:
             out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                                      generation_config=config, logits_processor=processors)
+                                      generation_config=config, logits_processor=processors, stopping_criteria=stopping)
         rows = out[:, width:].tolist()
         # A finished row is filled with pad tokens until the batch's last row finishes: cut after its stop token.
         return [row[: next((k + 1 for k, t in enumerate(row) if t in self.stop_ids), len(row))] for row in rows]
@@ -165,6 +175,19 @@ class LocalBackend:
         text = self.tokenizer.decode(kept, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         completion = len(new) if stop is None else stop + 1  # the end-of-turn token was generated too
         return Generation(text, "length" if stop is None else "stop", len(prompt), completion, seconds=seconds)
+
+
+def _step_criteria(on_step: StepHook) -> Any:
+    """A transformers StoppingCriteria that hands each row's newest token to `on_step` and ends the rows it says."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class StepCriteria(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            ended = on_step(input_ids[:, -1].tolist())
+            return torch.tensor(ended, dtype=torch.bool, device=input_ids.device)
+
+    return StepCriteria()
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:

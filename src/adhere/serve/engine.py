@@ -6,10 +6,10 @@
 
 Requests wait in a bounded queue (`submit` raises QueueFull once `max_queue` requests are
 admitted, running or waiting) and one worker thread runs them. It takes the oldest request and
-every waiting one with the same decoding settings, up to `batch_size`, left-pads them into one
-batch and calls `model.generate` with the KV cache, greedy or with adhere's seeded sampler, as
-`LocalBackend` does, so a served answer is the answer evaluation measured. A stopping criterion
-runs after every token: it decodes each row's new token, hands the text to streaming clients,
+every waiting one with the same decoding settings, up to `batch_size`, and runs them through
+`LocalBackend.generate_ids` (its left padding, KV cache, greedy or seeded sampling), so a served
+answer is the answer evaluation measured. Its per-step hook calls `Engine.advance` after every
+token: it decodes each row's new token, hands the text to streaming clients,
 and ends a row on its end-of-turn token, a stop sequence, its own max_tokens, its deadline or its
 client leaving. An ended row hands back its slot and its answer at once, and the batch stops
 when its last row has.
@@ -25,7 +25,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -210,40 +209,18 @@ class Engine:
                 return batch
 
     def _run_batch(self, jobs: list[Job]) -> None:
-        """Generate for a batch; rows end one by one through the stopping criterion."""
-        import torch
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
-
-        from adhere.generation.sampling import seeded_sampler
-
+        """Generate for a batch with LocalBackend's batching and sampling; rows end one by one through `advance`."""
         backend, started = self.backend, time.monotonic()
         if self.on_batch is not None:
             self.on_batch(len(jobs))
         for job in jobs:
             job.started = started
-        prompts = [job.prompt for job in jobs]
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), backend.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):  # left padding: every prompt ends where generation starts
-            input_ids[row, width - len(prompt):] = torch.tensor(prompt)
-            attention_mask[row, width - len(prompt):] = 1
-        budget = min(max(job.params.max_new_tokens for job in jobs), backend.max_positions - width)
-        config = GenerationConfig(max_new_tokens=max(budget, 1), do_sample=False, num_beams=1,
-                                  eos_token_id=sorted(backend.stop_ids), pad_token_id=backend.pad_id, use_cache=True)
-        processors = LogitsProcessorList()
-        params = jobs[0].params
-        if params.temperature > 0:  # one seeded generator per row, as LocalBackend samples
-            seed = params.seed if jobs[0].seeded else secrets.randbits(62)
-            processors.append(seeded_sampler(prompts, replace(params, seed=seed), backend.device))
-        autocast = torch.autocast(backend.device.type, dtype=torch.bfloat16) if backend.bf16_autocast else nullcontext()
+        params = jobs[0].params  # the batch key makes temperature, top_p and seed the same for every row
+        seed = params.seed if jobs[0].seeded or params.temperature == 0 else secrets.randbits(62)
+        batch = replace(params, seed=seed, max_new_tokens=max(job.params.max_new_tokens for job in jobs))
         try:
-            with torch.inference_mode(), autocast:
-                backend.model.generate(
-                    input_ids=input_ids.to(backend.device), attention_mask=attention_mask.to(backend.device),
-                    generation_config=config, logits_processor=processors,
-                    stopping_criteria=StoppingCriteriaList([_row_stopper(self, jobs)]),
-                )
+            backend.generate_ids([job.prompt for job in jobs], batch,
+                                 on_step=lambda newest: [self.advance(job, t) for job, t in zip(jobs, newest)])
         except Exception as exc:  # out of memory, a bug: answer every row, keep serving
             log.exception("generation failed for a batch of %d", len(jobs))
             for job in jobs:
@@ -352,17 +329,3 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
                 longest = k
                 break
     return longest
-
-
-def _row_stopper(engine: Engine, jobs: list[Job]) -> Any:
-    """A transformers StoppingCriteria that feeds each row's newest token to `Engine.advance`."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class RowStopper(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            newest = input_ids[:, -1].tolist()
-            ended = [engine.advance(job, token) for job, token in zip(jobs, newest)]
-            return torch.tensor(ended, dtype=torch.bool, device=input_ids.device)
-
-    return RowStopper()
