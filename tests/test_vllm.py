@@ -1,6 +1,11 @@
 """The vllm engine against a real vLLM CPU server on the embedded model: answers, parity, crashes, no orphans.
 
-    make vllm && .venv/bin/python -m pytest tests/test_vllm.py -q     # ~2 minutes on 2 cores
+    make vllm && .venv/bin/python -m pytest tests/test_vllm.py -q     # ~3 minutes on 2 cores
+
+Greedy parity with LocalBackend for the base model and for a tuned one: a LoRA adapter trained here
+(6 steps, ~30 s), which vLLM serves merged (`adhere export`, the default on CPU) and LocalBackend
+merges itself. Two servers start in all (~30 s each), plus one that fails to: the Ctrl-C check
+stops the tuned model's server rather than starting a third.
 
 Skipped, with the reason, where no vLLM environment exists (`make vllm` creates .venv-vllm/);
 ADHERE_REQUIRE_VLLM=1 turns that skip into a failure, for a CI that installs it. The server runs
@@ -10,6 +15,7 @@ so the tests leave a core to whoever else uses the machine.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -35,7 +41,7 @@ PROMPTS = [
 ]
 CHATS = [[{"role": "user", "content": p}] for p in PROMPTS]
 GREEDY = GenerationParams(max_new_tokens=96)
-PARITY_FLOOR = 0.75  # measured 8 of 8 identical in float32 (docs/benchmarks.md); the floor allows float noise
+PARITY_FLOOR = 0.75  # measured 8 of 8 identical in float32, base and tuned (docs/benchmarks.md); allows float noise
 
 
 @pytest.fixture(scope="module")
@@ -59,19 +65,53 @@ def served(vllm_ready: None, tmp_path_factory: pytest.TempPathFactory) -> object
         yield backend
 
 
-def test_greedy_answers_match_local_backend(served: VllmBackend) -> None:
-    vllm = served.generate(CHATS, GREEDY)
-    local = LocalBackend.load(ModelConfig(), batch_size=8).generate(CHATS, GREEDY)
+@pytest.fixture(scope="module")
+def local_base(vllm_ready: None) -> list:
+    """LocalBackend's greedy answers of the base model to CHATS (float32, one batch)."""
+    return LocalBackend.load(ModelConfig(), batch_size=8).generate(CHATS, GREEDY)
+
+
+@pytest.fixture(scope="module")
+def tuned(vllm_ready: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A real LoRA adapter on the embedded model and its merged `adhere export` folder: (adapter, export).
+
+    6 steps of batch 4 on 24 rows that answer in one fixed style, lr 5e-3 (fp32): enough to change some
+    greedy answers to CHATS, so the parity below is about tuned weights, not the base model again.
+    """
+    import adhere.train
+    import adhere.train.export
+    from adhere.config import load_config
+
+    root = tmp_path_factory.mktemp("tuned")
+    rows = [{"messages": [{"role": "user", "content": f"Name a fact about the number {n}."},
+                          {"role": "assistant", "content": f"Short answer: {n} is {'even' if n % 2 == 0 else 'odd'}."}],
+             "meta": {}} for n in range(28)]
+    data = root / "runs" / "p" / "data"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:24]))
+    (data / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[24:]))
+    (root / "adhere.yaml").write_text("name: p\ntrain:\n  max_steps: 6\n  batch_size: 4\n  lr: 0.005\n"
+                                      "  max_length: 64\n  precision: fp32\n")
+    config = load_config(root / "adhere.yaml")
+    run_dir = adhere.train.run(config)
+    return run_dir / "adapter", adhere.train.export.run(config)
+
+
+def assert_parity(vllm: list, local: list, what: str) -> None:
+    """The same prompt tokens (template), at least PARITY_FLOOR identical texts, and the same ends where identical."""
     assert all(g.finish_reason in ("stop", "length") for g in vllm), [g.error for g in vllm]
     # The same chat template, so the same prompt tokens; the same stop tokens, so the same finish reasons.
     assert [g.prompt_tokens for g in vllm] == [g.prompt_tokens for g in local]
     same = [v.text == h.text for v, h in zip(vllm, local)]
-    share = sum(same) / len(same)
-    print(f"\nvLLM vs LocalBackend, greedy, float32: {sum(same)} of {len(same)} answers identical")
-    assert share >= PARITY_FLOOR, [(v.text, h.text) for v, h, s in zip(vllm, local, same) if not s]
+    print(f"\nvLLM vs LocalBackend, {what}, greedy, float32: {sum(same)} of {len(same)} answers identical")
+    assert sum(same) / len(same) >= PARITY_FLOOR, [(v.text, h.text) for v, h, s in zip(vllm, local, same) if not s]
     for v, h, s in zip(vllm, local, same):
         if s:
             assert (v.finish_reason, v.completion_tokens) == (h.finish_reason, h.completion_tokens)
+
+
+def test_greedy_answers_match_local_backend(served: VllmBackend, local_base: list) -> None:
+    assert_parity(served.generate(CHATS, GREEDY), local_base, "base model")
 
 
 def test_sampling_works_without_per_request_seeds(served: VllmBackend) -> None:
@@ -80,15 +120,22 @@ def test_sampling_works_without_per_request_seeds(served: VllmBackend) -> None:
     assert served.server is not None and served.server.running  # a per-request seed would have stopped the engine
 
 
-def test_stopping_leaves_no_process_of_the_server(vllm_ready: None, tmp_path: Path) -> None:
-    backend = VllmBackend(ModelConfig(), LIGHT, log_path=tmp_path / "vllm.log")
+def test_the_tuned_model_merged_matches_local_backend_with_its_adapter_and_ctrl_c_stops_it(
+    tuned: tuple[Path, Path], local_base: list, tmp_path: Path
+) -> None:
+    adapter, export = tuned
+    # vLLM serves the merged export (the default on CPU); LocalBackend merges the adapter into the base itself.
+    backend = VllmBackend(ModelConfig(base=str(export)), LIGHT, log_path=tmp_path / "vllm.log")
     with pytest.raises(KeyboardInterrupt), backend:
-        backend.generate(CHATS[:1], GenerationParams(max_new_tokens=8))
+        vllm = backend.generate(CHATS, GREEDY)
         group = backend.server.process.pid
         assert group_alive(group)
-        raise KeyboardInterrupt  # Ctrl-C while the server runs
+        raise KeyboardInterrupt  # Ctrl-C while the server runs: one server start serves both checks
     assert not group_alive(group)
     assert "Application startup complete" in (tmp_path / "vllm.log").read_text()
+    local = LocalBackend.load(ModelConfig(), adapter=adapter, batch_size=8).generate(CHATS, GREEDY)
+    assert any(t.text != b.text for t, b in zip(local, local_base)), "the adapter changed no answer"
+    assert_parity(vllm, local, "tuned model (merged export vs base + adapter)")
 
 
 def test_a_model_vllm_cannot_load_is_an_error_naming_the_log(vllm_ready: None, tmp_path: Path) -> None:
