@@ -3,7 +3,7 @@
     adhere config check adhere.yaml --set train.lr=1e-4
 
 Each stage owns its section (`spec`, `data`, `model`, `train`, `eval`,
-`serve`, and the optional `synth`); this module puts them together, reads YAML, applies `--set`
+`serve`, and the optional `synth` and `dpo`); this module puts them together, reads YAML, applies `--set`
 overrides, and turns validation errors into one line per problem that names the
 file, line and key path: `adhere.yaml:14: train.lora.r: expected a positive
 integer, got "sixteen"`.
@@ -30,7 +30,7 @@ from adhere.models.config import ModelConfig
 from adhere.serve.config import ServeConfig
 from adhere.spec.config import SpecConfig
 from adhere.synth.config import SynthConfig
-from adhere.train.config import TrainConfig
+from adhere.train.config import DpoConfig, TrainConfig
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -50,6 +50,8 @@ class ProjectConfig(Section):
     serve: ServeConfig = ServeConfig()
     synth: SynthConfig | None = None
     """Synthetic data from a teacher model (`adhere synth`); absent means none is generated."""
+    dpo: DpoConfig | None = None
+    """Preference tuning after `train` (`adhere dpo`), on workdir/data/pairs.jsonl; absent means none."""
 
     @field_validator("name")
     @classmethod

@@ -1,8 +1,12 @@
-"""The `train` section of adhere.yaml: how to tune (step 4)."""
+"""The `train` and `dpo` sections of adhere.yaml: how to tune (step 4), and how to prefer (step 4b).
+
+Both run the one training loop, so they share its settings (`LoopConfig`); `train` adds the method
+and LoRA's shape, which DPO follows, and `dpo` adds what preference tuning needs.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
@@ -29,12 +33,10 @@ class LoraConfig(Section):
     adapted layer: with the top half adapted a step costs about a third less."""
 
 
-class TrainConfig(Section):
-    """Supervised instruction tuning, loss on assistant tokens only."""
+class LoopConfig(Section):
+    """The training loop's settings, shared by supervised tuning (`train`) and preference tuning (`dpo`)."""
 
-    method: Literal["lora", "full"] = "lora"
-    """'lora' trains adapters; 'full' trains every weight."""
-    lora: LoraConfig = LoraConfig()
+    section: ClassVar[str] = "train"  # its key in adhere.yaml, for messages
     lr: PositiveFloat = 2e-4
     """Peak learning rate."""
     epochs: PositiveFloat = 3.0
@@ -79,13 +81,50 @@ class TrainConfig(Section):
     """Stop after this many evaluations without a better validation loss; the best weights are the ones written."""
 
     @model_validator(mode="after")
-    def _patience_needs_evaluations(self) -> TrainConfig:
+    def _patience_needs_evaluations(self) -> LoopConfig:
         if self.early_stopping_patience is not None and self.eval_every is None:
-            raise error_at(("early_stopping_patience",), "early stopping needs evaluations: set train.eval_every too")
+            raise error_at(("early_stopping_patience",), f"early stopping needs evaluations: set {self.section}.eval_every too")
         return self
+
+
+class TrainConfig(LoopConfig):
+    """Supervised instruction tuning, loss on assistant tokens only."""
+
+    method: Literal["lora", "full"] = "lora"
+    """'lora' trains adapters; 'full' trains every weight (dpo follows it too)."""
+    lora: LoraConfig = LoraConfig()
 
     @model_validator(mode="after")
     def _lora_only_with_lora(self) -> TrainConfig:
         if self.method == "full" and "lora" in self.model_fields_set:
             raise error_at(("lora",), "train.lora is set but train.method is 'full'; remove train.lora or set train.method: lora")
         return self
+
+
+class DpoConfig(LoopConfig):
+    """Preference tuning (DPO) on workdir/data/pairs.jsonl, after `train`; LoRA or full as train.method says.
+
+    It starts from the supervised weights in workdir/train/ when they exist (LoRA continues that
+    adapter), else from model.base, and that starting model is the reference.
+    """
+
+    section: ClassVar[str] = "dpo"
+
+    beta: PositiveFloat = 0.1
+    """How far the tuned model may move from the reference: the DPO loss is -log sigmoid(beta * (chosen log-ratio -
+    rejected log-ratio)). 0.1 is the DPO paper's and TRL's default; larger keeps it closer to the reference."""
+    sft_weight: NonNegativeFloat = 1.0
+    """Weight of a supervised term on the chosen answers (their loss per chosen token) beside the DPO loss; 0 is plain
+    DPO. 1.0 as in RPO (Pang et al. 2024): issue 16 measured plain DPO moving a model from one fixed answer to
+    another, and the term keeps the chosen answers likely and their format intact."""
+    lr: PositiveFloat = 5e-6
+    """Peak learning rate; DPO wants far less than SFT (alignment-handbook's QLoRA DPO recipe uses 5e-6)."""
+    epochs: PositiveFloat = 1.0
+    """Passes over the pairs (ignored when max_steps is set)."""
+    batch_size: PositiveInt = 4
+    """Pairs per micro-step (one forward of 2 x batch_size sequences, chosen and rejected, and a backward)."""
+    eval_every: PositiveInt | None = None
+    """Measure the DPO loss and reward accuracy on workdir/data/pairs_valid.jsonl every this many steps and at the
+    end; the best weights (by that loss) are the ones written."""
+    save_every: PositiveInt | None = None
+    """Write a checkpoint every this many steps, for `adhere dpo --resume`."""
