@@ -87,12 +87,16 @@ class LoopConfig(Section):
         return self
 
 
-class TrainConfig(LoopConfig):
-    """Supervised instruction tuning, loss on assistant tokens only."""
+class MethodConfig(Section):
+    """What is trained: adapters or every weight. Its own base so that `train` lists these keys first."""
 
     method: Literal["lora", "full"] = "lora"
     """'lora' trains adapters; 'full' trains every weight (dpo follows it too)."""
     lora: LoraConfig = LoraConfig()
+
+
+class TrainConfig(LoopConfig, MethodConfig):  # pydantic orders fields from the last base: method, lora, lr, ...
+    """Supervised instruction tuning, loss on assistant tokens only."""
 
     @model_validator(mode="after")
     def _lora_only_with_lora(self) -> TrainConfig:
