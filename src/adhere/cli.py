@@ -388,18 +388,23 @@ def serve(
 def feedback_export(
     path: ConfigPath,
     out_path: Annotated[Path, typer.Option("--out", help="JSONL file of training records to write.")],
+    pairs_path: Annotated[Path | None, typer.Option(
+        "--pairs", help="Also write preference pairs to this JSONL file (corrections over what they correct, "
+                        "approved over rejected answers), for data.pairs.")] = None,
     overrides: Overrides = None,
 ) -> None:
     """Write served answers' feedback as canonical training records (corrections and approved answers)."""
     from adhere.serve import export_feedback
 
-    written = export_feedback(_load(path, overrides), out_path)
+    written = export_feedback(_load(path, overrides), out_path, pairs_path)
     summary_path = written.with_name(f"{written.stem}.summary.json")
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         out.print(", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in summary.items()
                             if isinstance(value, (int, float, str))))
     out.print(f"Wrote {written} (add it to data.sources for the next round)")
+    if pairs_path is not None:
+        out.print(f"Wrote {pairs_path} (add it to data.pairs for preference tuning)")
 
 
 def _read_text(path: Path) -> str:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import ValidationInfo, field_validator, model_validator
+from pydantic import (
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from adhere.config_fields import Fraction, PositiveInt, Section, error_at, resolve_path
 
-Format = Literal["auto", "alpaca", "messages", "sharegpt", "prompt_completion", "columns"]
+Format = Literal["auto", "alpaca", "messages", "sharegpt", "prompt_completion", "trl", "pair", "columns"]
 COLUMN_FIELDS = ("instruction", "input", "output", "system")
+# Formats of preference pairs (data.pairs): TRL's prompt/chosen/rejected, and the pair record adhere writes.
+PAIR_FORMATS = ("trl", "pair")
+PAIR_COLUMN_FIELDS = ("prompt", "chosen", "rejected", "system")
 
 
 class Source(Section):
@@ -20,7 +29,8 @@ class Source(Section):
     format: Format = "auto"
     """Row format; 'auto' detects it from the first row's fields."""
     columns: dict[str, str] = {}
-    """For format 'columns': which source column holds each field, e.g. {instruction: question, output: answer}."""
+    """For format 'columns': which source column holds each field, e.g. {instruction: question, output: answer};
+    in data.pairs {prompt: question, chosen: good, rejected: bad} (system optional in both)."""
     max_rows: PositiveInt | None = None
     """Keep at most this many of the source's valid rows (a seeded sample); the rest are listed as not sampled."""
 
@@ -34,14 +44,22 @@ class Source(Section):
         if self.columns and self.format == "auto":
             self.format = "columns"
         if self.format == "columns":
-            if not {"instruction", "output"} <= set(self.columns):
-                raise error_at(("columns",), "format 'columns' needs at least {instruction: COLUMN, output: COLUMN}")
-            unknown = set(self.columns) - set(COLUMN_FIELDS)
+            fields, needed = (PAIR_COLUMN_FIELDS, {"prompt", "chosen", "rejected"}) if self.pair_format else (
+                COLUMN_FIELDS, {"instruction", "output"})
+            if not needed <= set(self.columns):
+                raise error_at(("columns",), "format 'columns' needs at least {instruction: COLUMN, output: COLUMN} "
+                               "(for data.pairs {prompt: COLUMN, chosen: COLUMN, rejected: COLUMN})")
+            unknown = set(self.columns) - set(fields)
             if unknown:
-                raise error_at(("columns",), f"unknown fields {sorted(unknown)}; map any of {', '.join(COLUMN_FIELDS)}")
+                raise error_at(("columns",), f"unknown fields {sorted(unknown)}; map any of {', '.join(fields)}")
         elif self.columns:
             raise error_at(("format",), f"columns are given, so format must be 'columns', got {self.format!r}")
         return self
+
+    @property
+    def pair_format(self) -> bool:
+        """Whether the format reads preference pairs (trl, pair, or columns mapping chosen/rejected)."""
+        return self.format in PAIR_FORMATS or bool({"chosen", "rejected"} & set(self.columns))
 
 
 class DedupConfig(Section):
@@ -100,6 +118,9 @@ class DataConfig(Section):
 
     sources: list[Source] = []
     """Input files; their rows are validated, curated and pooled."""
+    pairs: list[Source] = []
+    """Preference-pair files (format auto, trl, pair or columns); validated, deduplicated and decontaminated
+    into pairs.jsonl and pairs_valid.jsonl for preference tuning."""
     eval_file: str | None = None
     """A held-out file used as the eval set as it is (no split); training rows are decontaminated against it."""
     eval_fraction: Fraction = 0.1
@@ -126,3 +147,27 @@ class DataConfig(Section):
     @classmethod
     def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _formats_fit_their_list(self) -> DataConfig:
+        for i, source in enumerate(self.sources):
+            if source.pair_format:
+                key = "format" if source.format in PAIR_FORMATS else "columns"
+                raise error_at(("sources", i, key), f"{source.format!r} reads preference pairs (chosen/rejected); "
+                               "list this file under data.pairs, or give a row format (alpaca, messages, ...)")
+        for i, source in enumerate(self.pairs):
+            if not source.pair_format and source.format != "auto":
+                key = "columns" if source.columns else "format"
+                raise error_at(("pairs", i, key), f"{source.format!r} reads instruction rows, not pairs; list this "
+                               f"file under data.sources, or give a pair format ({', '.join(PAIR_FORMATS)}, columns "
+                               "with prompt/chosen/rejected, or auto)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_pairs(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Without pairs the section dumps as it did before data.pairs existed, so the data stage's
+        # fingerprint and resolved config of existing projects stay byte-identical (no needless rerun).
+        out = handler(self)
+        if not self.pairs:
+            out.pop("pairs", None)
+        return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from typing import Any
+from typing import Any, Callable
 
 from adhere.data.config import DedupConfig, QualityConfig
 from adhere.data.records import Rejection, prompt_text, response_text
@@ -51,14 +51,15 @@ def _key_text(record: Record) -> str:
     return " ".join(WORD.findall(f"{prompt_text(record)}\n{response_text(record)}".casefold()))
 
 
-def exact_dedup(records: list[Record]) -> tuple[list[Record], Dropped]:
-    """Keep the first of records whose case-folded words of prompt and response are equal."""
+def exact_dedup(records: list[Record], key_text: Callable[[Record], str] = _key_text,
+                what: str = "prompt and response") -> tuple[list[Record], Dropped]:
+    """Keep the first of records whose case-folded words of prompt and response (`key_text`) are equal."""
     seen: dict[str, Record] = {}
     kept, dropped = [], []
     for record in records:
-        key = hashlib.sha1(_key_text(record).encode()).hexdigest()
+        key = hashlib.sha1(key_text(record).encode()).hexdigest()
         if key in seen:
-            dropped.append((record, Rejection("exact_duplicate", f"same prompt and response as {where(seen[key])}")))
+            dropped.append((record, Rejection("exact_duplicate", f"same {what} as {where(seen[key])}")))
         else:
             seen[key] = record
             kept.append(record)
@@ -145,22 +146,30 @@ def token_filter(records: list[Record], tokenizer: Any, max_length: int, model_n
     Rendering uses the same function as training (`models.masking.render`), so a
     kept record is one the trainer will use as it is, never silently truncated.
     """
-    from adhere.models.masking import MaskError, render
-
     kept, dropped = [], []
     for record in records:
-        try:
-            rendered = render(tokenizer, record["messages"])
-        except MaskError as exc:
-            dropped.append((record, Rejection("template_error", str(exc))))
-            continue
-        tokens = len(rendered.input_ids)
-        if tokens > max_length:
-            reason = f"{tokens} tokens under {model_name}'s chat template, more than train.max_length={max_length}"
-            dropped.append((record, Rejection("too_many_tokens", reason)))
-        elif rendered.trained_tokens == 0:
-            dropped.append((record, Rejection("no_trained_tokens", "no token would be trained after loss masking")))
+        rendered = rendered_tokens(record["messages"], tokenizer, max_length, model_name)
+        if isinstance(rendered, Rejection):
+            dropped.append((record, rendered))
         else:
-            record["meta"].update(tokens=tokens, trained_tokens=rendered.trained_tokens)
+            record["meta"].update(tokens=len(rendered.input_ids), trained_tokens=rendered.trained_tokens)
             kept.append(record)
     return kept, dropped
+
+
+def rendered_tokens(messages: list[dict[str, Any]], tokenizer: Any, max_length: int, model_name: str,
+                    what: str = "") -> Any:
+    """The chat rendered as training renders it, or the Rejection (`what` prefixes its reason: 'the chosen side: ')."""
+    from adhere.models.masking import MaskError, render
+
+    try:
+        rendered = render(tokenizer, messages)
+    except MaskError as exc:
+        return Rejection("template_error", f"{what}{exc}")
+    tokens = len(rendered.input_ids)
+    if tokens > max_length:
+        reason = f"{what}{tokens} tokens under {model_name}'s chat template, more than train.max_length={max_length}"
+        return Rejection("too_many_tokens", reason)
+    if rendered.trained_tokens == 0:
+        return Rejection("no_trained_tokens", f"{what}no token would be trained after loss masking")
+    return rendered

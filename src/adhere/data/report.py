@@ -27,19 +27,25 @@ OPENERS = {"please", "can", "could", "would", "will", "you", "kindly", "now", "i
 LOW_DIVERSITY_SHARE = 0.5  # one lead word over half the data: the model learns one task, not many
 
 
-def write_outputs(run_dir: Path, splits: dict[str, list[Record]], rejected: list[dict[str, Any]]) -> dict[str, Path]:
-    """Write train.jsonl, valid.jsonl, eval.jsonl and rejected.jsonl atomically; return their paths.
+def write_outputs(run_dir: Path, splits: dict[str, list[Record]], rejected: list[dict[str, Any]],
+                  pairs: dict[str, list[Record]] | None = None) -> dict[str, Path]:
+    """Write train.jsonl, valid.jsonl, eval.jsonl, rejected.jsonl and the `pairs` splits (pairs.jsonl,
+    pairs_valid.jsonl) atomically; return their paths.
 
-    valid.jsonl is written only when there is a validation split; one left by an earlier run is removed,
-    so training never reads a stale one.
+    valid.jsonl and pairs_valid.jsonl are written only when they have rows, pairs.jsonl only with data.pairs;
+    one left by an earlier run is removed, so training never reads a stale one.
     """
     outputs = {}
-    for name, rows in (*splits.items(), ("rejected", rejected)):
-        if name == "valid" and not rows:
-            (run_dir / "valid.jsonl").unlink(missing_ok=True)
+    pairs = pairs or {}
+    for name, rows in (*splits.items(), ("rejected", rejected), *pairs.items()):
+        if name in ("valid", "pairs_valid") and not rows:
+            (run_dir / f"{name}.jsonl").unlink(missing_ok=True)
             continue
         text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
         outputs[name] = runs.write_text_atomic(run_dir / f"{name}.jsonl", text)
+    for name in ("pairs", "pairs_valid"):
+        if name not in pairs:
+            (run_dir / f"{name}.jsonl").unlink(missing_ok=True)
     return outputs
 
 
@@ -164,7 +170,8 @@ def write_card(
     leads = _plot_lead_words(run_dir, stats["diversity"])
     examples: dict[str, dict[str, Any]] = {}
     for row in rejected:
-        examples.setdefault(row["rule"], row)
+        if row.get("kind") != "pair":
+            examples.setdefault(row["rule"], row)
     out = [f"# Data card: {config.name}", ""]
     out += [f"{stats['rows_in']} rows in: {split_counts(stats)}, {stats['rejected']} rejected "
             f"(eval from {stats['eval_from']}). Every rejected row is in `rejected.jsonl` with its reason.", ""]
@@ -175,7 +182,7 @@ def write_card(
         ["source", "rows in", "kept", "rejected"],
         [[Path(p).name, s["rows_in"], s["kept"], s["rejected"]] for p, s in stats["sources"].items()],
     ), ""]
-    if rejected:
+    if stats["rejected"]:
         out += ["## Rejections by rule", "", _table(
             ["rule", "rows", "example"],
             [[rule, n, f"{Path(examples[rule]['source']).name} {examples[rule]['location']}: {examples[rule]['reason']}"]
@@ -191,6 +198,8 @@ def write_card(
         out += ["## Provenance", "", "Synthetic rows are those `adhere synth` wrote (meta.synthetic); the rest are human.", "",
                 _table(["origin", "train", "validation", "eval"],
                        [[k, v["train"], v["valid"], v["eval"]] for k, v in stats["provenance"].items()]), ""]
+    if "pairs" in stats:
+        out += _pairs_section(stats["pairs"], [row for row in rejected if row.get("kind") == "pair"])
     out += _decontam_section(stats["decontam_targets"], stats["curation_dropped"].get("decontam"))
     out += _pii_section(stats["pii"])
     div = stats["diversity"]
@@ -216,6 +225,23 @@ def write_card(
 def split_counts(stats: dict[str, Any]) -> str:
     """'90 train, 5 validation, 10 eval': the sizes of the splits the data stage wrote."""
     return f"{stats['train']} train, {stats['valid']} validation, {stats['eval']} eval"
+
+
+def _pairs_section(pairs: dict[str, Any], rejected: list[dict[str, Any]]) -> list[str]:
+    """Preference pairs (data.pairs): counts, sources, and every reason a pair was dropped, with an example."""
+    examples: dict[str, dict[str, Any]] = {}
+    for row in rejected:
+        examples.setdefault(row["rule"], row)
+    out = ["## Pairs", "", f"{pairs['rows_in']} preference pairs in: {pairs['train']} in `pairs.jsonl`, "
+           f"{pairs['valid']} held out in `pairs_valid.jsonl`, {pairs['rejected']} rejected (in `rejected.jsonl` "
+           f"with kind 'pair'); {pairs['pii']['flagged_rows']} contain personal data (action: {pairs['pii']['action']}).", ""]
+    out += [_table(["pair file", "pairs in", "kept", "rejected"],
+                   [[Path(p).name, s["rows_in"], s["kept"], s["rejected"]] for p, s in pairs["sources"].items()]), ""]
+    if rejected:
+        out += [_table(["rule", "pairs", "example"],
+                       [[rule, n, f"{Path(examples[rule]['source']).name} {examples[rule]['location']}: {examples[rule]['reason']}"]
+                        for rule, n in pairs["rejected_by_rule"].items()]), ""]
+    return out
 
 
 def _decontam_section(targets: list[dict[str, Any]], dropped: int | None) -> list[str]:

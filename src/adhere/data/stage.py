@@ -55,7 +55,8 @@ class Ledger:
         """Record dropped canonical records; returns how many."""
         count = 0
         for record, rejection in dropped:
-            self.reject(record["meta"]["source"], record["meta"]["row"], rejection, {"messages": record["messages"]})
+            content = {key: record[key] for key in ("messages", "chosen", "rejected") if key in record}  # a row or a pair
+            self.reject(record["meta"]["source"], record["meta"]["row"], rejection, content)
             count += 1
         return count
 
@@ -74,6 +75,7 @@ def run(config: ProjectConfig) -> Path:
     records, eval_records, coverage = load_and_filter(config, ledger, steps)
     train, evals = (records, eval_records) if eval_records is not None else split(records, data)
     targets: list[dict[str, Any]] = []
+    index = None
     if data.decontam.enabled:
         index, targets = decontam_index(evals, config)
         train = steps.apply("decontam", lambda rs: decontaminate(rs, index), train, ledger)
@@ -85,8 +87,14 @@ def run(config: ProjectConfig) -> Path:
     stats["pii"] = pii
     stats["embedding_clusters"] = coverage
     stats["decontam_targets"] = targets
-    outputs = write_outputs(run_dir, splits, ledger.rejected)
-    write_card(run_dir, config, stats, splits, ledger.rejected)
+    pairs, rejected = {}, ledger.rejected
+    if data.pairs:  # without pairs nothing below changes: the outputs of row-only projects stay byte-identical
+        from adhere.data.pairs import curate_pairs
+
+        pairs, stats["pairs"], rejected_pairs = curate_pairs(config, index)
+        rejected = rejected + rejected_pairs
+    outputs = write_outputs(run_dir, splits, rejected, pairs)
+    write_card(run_dir, config, stats, splits, rejected)
     runs.write_json_atomic(run_dir / "stats.json", stats)
     runs.write_lineage(run_dir, config, inputs, outputs)
     return run_dir
@@ -96,10 +104,23 @@ def input_files(config: ProjectConfig) -> dict[str, Path]:
     """Every file the data stage reads, by its config key: the sources, eval_file and the decontamination targets."""
     data = config.data
     files = {f"data.sources[{i}].path": Path(s.path) for i, s in enumerate(data.sources)}
+    files |= {f"data.pairs[{i}].path": Path(s.path) for i, s in enumerate(data.pairs)}
     if data.eval_file:
         files["data.eval_file"] = Path(data.eval_file)
     if data.decontam.enabled:
         files |= decontam.benchmark_files(config)
+    return files
+
+
+def pair_files(config: ProjectConfig) -> dict[str, Path]:
+    """The preference pairs the data stage wrote, by name: 'pairs' (pairs.jsonl, when data.pairs is set) and
+    'pairs_valid' (pairs_valid.jsonl, the held-out pairs, when that file exists); empty without data.pairs."""
+    if not config.data.pairs:
+        return {}
+    folder = config.stage_dir("data")
+    files = {"pairs": folder / "pairs.jsonl"}
+    if (folder / "pairs_valid.jsonl").is_file():
+        files["pairs_valid"] = folder / "pairs_valid.jsonl"
     return files
 
 
@@ -169,15 +190,21 @@ class Steps:
 
 def load_source(source: Source, data: DataConfig, spec: SpecConfig, ledger: Ledger) -> list[Record]:
     """Read, convert, validate and normalise one source's rows; rejected rows go to the ledger."""
+    return collect(source, source_records(source, data, spec), data.seed, ledger)
+
+
+def collect(source: Source, results: Iterable[tuple[RawRow, Record | Rejection]], seed: int, ledger: Ledger) -> list[Record]:
+    """The records of one source's converted rows, each row counted in and each rejection in the ledger; then a
+    seeded sample of `source.max_rows` of them, the rest in the ledger as not sampled."""
     records: list[Record] = []
-    for raw, result in source_records(source, data, spec):
+    for raw, result in results:
         ledger.rows_in[source.path] += 1
         if isinstance(result, Rejection):
             ledger.reject(source.path, raw.location, result, raw.fields)
         else:
             records.append(result)
     if source.max_rows is not None and len(records) > source.max_rows:
-        rng = random.Random(data.seed)
+        rng = random.Random(seed)
         keep = set(rng.sample(range(len(records)), source.max_rows))
         cap = Rejection("not_sampled", f"source capped at max_rows={source.max_rows} (seeded sample)")
         ledger.reject_records((r, cap) for i, r in enumerate(records) if i not in keep)
@@ -186,40 +213,62 @@ def load_source(source: Source, data: DataConfig, spec: SpecConfig, ledger: Ledg
 
 
 def source_records(source: Source, data: DataConfig, spec: SpecConfig) -> Iterator[tuple[RawRow, Record | Rejection]]:
-    """Each row of a source with its canonical record or the reason it has none; the format is detected once."""
-    convert: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+    """Each row of a source with its canonical record or the reason it has none."""
+    build = lambda raw, convert, fmt: to_record(raw, convert, fmt, data, spec)  # noqa: E731
+    return converted_rows(source, CONVERTERS, detect_format, from_columns, build)
+
+
+def converted_rows(source: Source, converters: dict[str, Callable], detect: Callable[[dict[str, Any]], str | None],
+                   columns: Callable[[dict[str, str]], Callable],
+                   build: Callable[[RawRow, Callable | None, str], Record]) -> Iterator[tuple[RawRow, Record | Rejection]]:
+    """Each row of a source with what `build` makes of it (given its format's converter, None when no format fits,
+    and the format's name) or the Rejection it raised; format 'auto' is detected from the first row."""
     fmt = source.format
-    if fmt == "columns":
-        convert = from_columns(source.columns)
-    elif fmt != "auto":
-        convert = CONVERTERS[fmt]
+    convert = columns(source.columns) if fmt == "columns" else converters.get(fmt)
     for raw in read_rows(source.path):
         if convert is None and raw.fields is not None:
-            fmt = detect_format(raw.fields) or "auto"
-            convert = CONVERTERS.get(fmt)
+            fmt = detect(raw.fields) or "auto"
+            convert = converters.get(fmt)
         try:
-            yield raw, to_record(raw, convert, fmt, data, spec)
+            yield raw, build(raw, convert, fmt)
         except Rejection as rejection:
             yield raw, rejection
 
 
-def to_record(raw: RawRow, convert: Callable | None, fmt: str, data: DataConfig, spec: SpecConfig) -> Record:
-    """One raw row as a validated, normalised canonical record, or a Rejection."""
+def row_fields(raw: RawRow, convert: Callable | None, formats: str) -> dict[str, Any]:
+    """A raw row's fields, or the Rejection of a row that could not be read or fits none of `formats`."""
     if raw.error is not None:
         raise raw.error
     assert raw.fields is not None
     if convert is None:
         fields = ", ".join(sorted(raw.fields)) or "none"
-        raise Rejection("unknown_format", f"fields ({fields}) match no known format; set the source's format or columns")
-    messages = convert(raw.fields)
+        raise Rejection("unknown_format", f"fields ({fields}) match no {formats}; set the source's format or columns")
+    return raw.fields
+
+
+def check_size(messages: list[dict[str, Any]], data: DataConfig) -> None:
+    """Reject text longer than data.max_chars before anything else looks at it."""
     size = sum(len(m["content"]) for m in messages)
     if size > data.max_chars:
         raise Rejection("too_long", f"{size} characters of text, more than data.max_chars={data.max_chars}")
+
+
+def row_meta(raw: RawRow, fmt: str) -> dict[str, Any]:
+    """A record's meta: the row's own, its type/category/task, and where it came from (source, row, format)."""
+    assert raw.fields is not None
     meta = dict(raw.fields["meta"]) if isinstance(raw.fields.get("meta"), dict) else {}
     for key in ("type", "category", "task"):
         if isinstance(raw.fields.get(key), str):
             meta.setdefault(key, raw.fields[key])
     meta.update(source=raw.source, row=raw.location, format=fmt)
+    return meta
+
+
+def to_record(raw: RawRow, convert: Callable | None, fmt: str, data: DataConfig, spec: SpecConfig) -> Record:
+    """One raw row as a validated, normalised canonical record, or a Rejection."""
+    messages = convert(row_fields(raw, convert, "known format"))  # type: ignore[misc]  (row_fields checked it)
+    check_size(messages, data)
+    meta = row_meta(raw, fmt)
     if spec.system_prompt and messages[0]["role"] != "system":
         # The spec's system prompt frames every conversation, here and in evaluation and serving alike.
         messages = [{"role": "system", "content": spec.system_prompt, "weight": 1}, *messages]

@@ -10,6 +10,13 @@ latest feedback on a completion is the one that counts. The export writes canoni
 assistant turn, an approved answer is kept as it was served, and a rejected answer without a
 correction goes to `<out>.to_label.jsonl` for someone to write the right answer. Every record
 carries its lineage: the served model, its run id, the request and the feedback.
+
+    adhere feedback export adhere.yaml --out new_data.jsonl --pairs new_pairs.jsonl
+
+`--pairs` also writes preference pairs (the pair record `data.pairs` reads, format auto): a correction
+is chosen over the answer it corrects, and a rejected answer is the rejected side against each approved
+answer (approved as served, or a correction) to the same prompt; `meta` names both sides' requests and
+feedback.
 """
 
 from __future__ import annotations
@@ -62,8 +69,9 @@ async def post_feedback(body: FeedbackRequest, request: Request) -> dict[str, An
                                    body.comment)
 
 
-def export_feedback(config: ProjectConfig, out: Path) -> Path:
-    """Write feedback as training records to `out`, rejects to label beside it, counts in `<out>.summary.json`."""
+def export_feedback(config: ProjectConfig, out: Path, pairs_out: Path | None = None) -> Path:
+    """Write feedback as training records to `out`, rejects to label beside it, counts in `<out>.summary.json`;
+    with `pairs_out`, preference pairs there too."""
     from adhere.data.records import Rejection, check_messages
 
     db = config.stage_dir("serve") / "monitor.db"
@@ -84,19 +92,79 @@ def export_feedback(config: ProjectConfig, out: Path) -> Path:
                 counts["invalid"] += 1
         elif kind == "to_label":
             to_label.append(entry)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    label_path = out.with_name(f"{out.stem}.to_label.jsonl")
-    runs.write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    runs.write_text_atomic(label_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in to_label))
+    out = _write_jsonl(Path(out), records)
+    label_path = _write_jsonl(out.with_name(f"{out.stem}.to_label.jsonl"), to_label)
     summary = {
         "monitor_db": str(db), "feedback": len(rows), "records": len(records), "to_label": len(to_label),
         "counts": dict(sorted(counts.items())), "out": {"path": str(out), "sha256": runs.file_hash(out)},
         "to_label_file": {"path": str(label_path), "sha256": runs.file_hash(label_path)},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if pairs_out is not None:
+        pairs, pair_counts = feedback_pairs(rows, str(db))
+        summary |= {"pairs": len(pairs), "pair_counts": dict(sorted(pair_counts.items())),
+                    "pairs_file": {"path": str(pairs_out), "sha256": runs.file_hash(_write_jsonl(Path(pairs_out), pairs))}}
     runs.write_json_atomic(out.with_name(f"{out.stem}.summary.json"), summary)
     return out
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return runs.write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def feedback_pairs(rows: list[Any], source: str) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """Preference pairs from the latest feedback on each completion, with counts by kind.
+
+    'correction': the correction chosen over the served answer it corrects. 'approved_over_rejected': a served
+    answer rated down is rejected against each approved answer (rated up, or a correction) to the same prompt.
+    Pairs `adhere data` would refuse (identical sides, a chat that opens with the assistant) count as 'invalid'.
+    """
+    from adhere.data.pair_formats import check_pair
+    from adhere.data.records import Rejection
+
+    approved: dict[str, list[tuple[str, Any, str]]] = {}
+    candidates, downs = [], []
+    for row in rows:
+        if row["messages"] is None:
+            continue  # stored as hashes only: no prompt to pair
+        prompt, _ = _prompt_and_meta(row)
+        key = json.dumps(prompt, sort_keys=True)
+        served = row["response"] if row["status"] == 200 and (row["response"] or "").strip() else None
+        if row["correction"]:
+            approved.setdefault(key, []).append((row["correction"], row, "corrected"))
+            if served:
+                candidates.append(("correction", prompt, (row["correction"], row, "corrected"), (served, row)))
+        elif row["rating"] == "up" and served:
+            approved.setdefault(key, []).append((served, row, "approved"))
+        elif row["rating"] == "down" and served:
+            downs.append((key, prompt, served, row))
+    for key, prompt, served, row in downs:
+        candidates += [("approved_over_rejected", prompt, chosen, (served, row)) for chosen in approved.get(key, [])]
+    pairs, counts, seen = [], Counter(), set()
+    for kind, prompt, (good, good_row, good_kind), (bad, bad_row) in candidates:
+        try:
+            messages = check_pair(prompt, {"role": "assistant", "content": good}, {"role": "assistant", "content": bad})
+        except Rejection:
+            counts["invalid"] += 1
+            continue
+        if (key := json.dumps([messages, good, bad])) in seen:
+            counts["duplicate"] += 1
+            continue
+        seen.add(key)
+        counts[kind] += 1
+        pairs.append({"messages": messages, "chosen": {"role": "assistant", "content": good},
+                      "rejected": {"role": "assistant", "content": bad}, "meta": _pair_meta(kind, good_row, good_kind, bad_row, source)})
+    return pairs, counts
+
+
+def _pair_meta(kind: str, good: Any, good_kind: str, bad: Any, source: str) -> dict[str, Any]:
+    """A pair's lineage: both sides' requests and feedback, the served model and run."""
+    side = lambda row: {"request_id": row["request_id"], "feedback_id": row["feedback_id"],  # noqa: E731
+                        "rating": row["rating"], "score": row["score"]}
+    pair_id = f"feedback-{good['feedback_id']}" + ("" if good is bad else f"-over-{bad['feedback_id']}")
+    return {"id": pair_id, "source": source, "origin": "feedback", "kind": kind, "served_model": bad["model"],
+            "run_id": bad["run_id"], "chosen_from": {**side(good), "kind": good_kind}, "rejected_from": side(bad)}
 
 
 def _classify(row: Any) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
@@ -104,6 +172,18 @@ def _classify(row: Any) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     failed request) or 'no_prompt' (stored as hashes only); with the chat and the entry to write."""
     if row["messages"] is None:  # serve.store_prompts: hash, or a request refused before it was read
         return "no_prompt", [], {}
+    prompt, meta = _prompt_and_meta(row)
+    if row["correction"]:
+        return "corrected", [*prompt, {"role": "assistant", "content": row["correction"]}], {"meta": {**meta, "kind": "corrected"}}
+    if row["rating"] == "up" and row["status"] == 200 and (row["response"] or "").strip():
+        return "approved", [*prompt, {"role": "assistant", "content": row["response"]}], {"meta": {**meta, "kind": "approved"}}
+    if row["rating"] == "down":
+        return "to_label", prompt, {"messages": prompt, "rejected_response": row["response"], "meta": meta}
+    return "not_used", prompt, {}
+
+
+def _prompt_and_meta(row: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A stored request's prompt turns (a 'developer' turn as 'system') and the lineage of its feedback."""
     prompt = [{"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
               for m in json.loads(row["messages"])]
     meta = {
@@ -113,13 +193,7 @@ def _classify(row: Any) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     }
     if row["comment"]:
         meta["comment"] = row["comment"]
-    if row["correction"]:
-        return "corrected", [*prompt, {"role": "assistant", "content": row["correction"]}], {"meta": {**meta, "kind": "corrected"}}
-    if row["rating"] == "up" and row["status"] == 200 and (row["response"] or "").strip():
-        return "approved", [*prompt, {"role": "assistant", "content": row["response"]}], {"meta": {**meta, "kind": "approved"}}
-    if row["rating"] == "down":
-        return "to_label", prompt, {"messages": prompt, "rejected_response": row["response"], "meta": meta}
-    return "not_used", prompt, {}
+    return prompt, meta
 
 
 def _iso(seconds: float) -> str:
