@@ -157,7 +157,10 @@ def child_trl(config_path: Path, same_batches: bool = False) -> dict:
     from adhere import hardware
     from adhere.config import load_config
     from adhere.train.batches import build_examples, read_records
-    from adhere.train.loop import TokenLoss, evaluate
+    from functools import partial
+
+    from adhere.train.batches import collate
+    from adhere.train.loop import SFT_TERMS, TokenLoss, evaluate, sft_count
 
     config = load_config(config_path)
     tc, data = config.train, config.stage_dir("data")
@@ -193,7 +196,8 @@ def child_trl(config_path: Path, same_batches: bool = False) -> dict:
     counter.active = False
     trl_eval = trainer.evaluate(pairs["valid"])["eval_loss"]
     eval_ex = build_examples(records["valid"], tokenizer, tc.max_length, "valid")
-    shared_eval = evaluate(TokenLoss(trainer.model), eval_ex, tc.batch_size, tokenizer.pad_token_id, trainer.accelerator)
+    shared_eval = evaluate(TokenLoss(trainer.model), eval_ex, tc.batch_size, partial(collate, pad_id=tokenizer.pad_token_id),
+                           sft_count, SFT_TERMS, trainer.accelerator)["loss"]
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"train_s": timer.ends[-1] - timer.start, "first_step_s": timer.ends[0] - timer.start, "steps": len(timer.ends),
             "final_train_loss": losses[-1], "eval_loss": shared_eval, "trl_eval_loss": trl_eval, "bf16": args.bf16,

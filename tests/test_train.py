@@ -300,7 +300,7 @@ def test_token_loss_uses_the_logits_the_model_produces(family: str) -> None:
     targets = torch.full_like(input_ids, -100)
     targets[0, 5:9], targets[1, 2:11] = input_ids[0, 6:10], input_ids[1, 3:12]
     with torch.no_grad():
-        ours = TokenLoss(model)(input_ids, attention_mask, targets)
+        ours = TokenLoss(model)(input_ids, attention_mask, targets)["loss"]
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         keep = targets != -100
         reference = torch.nn.functional.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")

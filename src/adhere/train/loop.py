@@ -11,6 +11,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -42,7 +43,8 @@ class TokenLoss(torch.nn.Module):
         super().__init__()
         self.inner = inner
 
-    def forward(self, input_ids: Any, attention_mask: Any, targets: Any) -> Any:
+    def token_nll(self, input_ids: Any, attention_mask: Any, targets: Any) -> tuple[Any, Any]:
+        """(the negative log-likelihood of each trained position's target, in row-major order; the mask of them)."""
         keep = targets != IGNORE_INDEX
         head = self.inner.get_output_embeddings()
         hook = head.register_forward_pre_hook(lambda module, args: (args[0][keep],))
@@ -50,7 +52,11 @@ class TokenLoss(torch.nn.Module):
             logits = self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         finally:
             hook.remove()
-        return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets[keep], reduction="sum")
+        nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets[keep], reduction="none")
+        return nll, keep
+
+    def forward(self, input_ids: Any, attention_mask: Any, targets: Any) -> dict[str, Any]:
+        return {"loss": self.token_nll(input_ids, attention_mask, targets)[0].sum()}
 
 
 def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
@@ -67,43 +73,102 @@ def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def micro_batches(examples: list[Example], batch_size: int, seed: int, rank: int = 0, world: int = 1) -> Iterator[list[Example]]:
+def micro_batches(items: list[Any], batch_size: int, seed: int, blank: Callable[[Any], Any], rank: int = 0,
+                  world: int = 1) -> Iterator[list[Any]]:
     """This process's share of each micro-batch, epoch after epoch, each epoch in a new seeded order.
 
-    The order is drawn for global micro-batches of `batch_size * world` examples and process `rank`
-    takes every `world`-th of them, so N processes with batch b see exactly the examples one process
+    The order is drawn for global micro-batches of `batch_size * world` items and process `rank`
+    takes every `world`-th of them, so N processes with batch b see exactly the items one process
     with batch N*b sees, and (with the normalisation below) take the same steps. A process left
-    without an example in a short last batch gets one with nothing to train, since every process
-    must take part in each backward pass.
+    without an item in a short last batch gets `blank(item)`, one with nothing to train, since every
+    process must take part in each backward pass.
     """
     epoch = 0
     while True:
-        for indices in epoch_batches(examples, batch_size * world, seed, epoch):
-            share = [examples[i] for i in indices[rank::world]]
-            yield share or [Example(examples[indices[0]].input_ids, [IGNORE_INDEX] * len(examples[indices[0]].labels))]
+        for indices in epoch_batches(items, batch_size * world, seed, epoch):
+            yield [items[i] for i in indices[rank::world]] or [blank(items[indices[0]])]
         epoch += 1
 
 
-def evaluate(loss_fn: Any, examples: list[Example], batch_size: int, pad_id: int, accelerator: Any) -> float:
-    """Mean loss per trained token over `examples`."""
-    total, tokens = 0.0, 0
+Terms = dict[str, tuple[str, float]]  # loss term -> (the count it is divided by, its weight; 0: only logged)
+
+
+@dataclass
+class Task:
+    """What one run of the loop trains, built once the process and device are set up: supervised tuning
+    (`sft_task` below) or preference tuning (`adhere.train.dpo.dpo_task`). The loop is the same for both."""
+
+    settings: Any  # the LoopConfig that runs: config.train or config.dpo
+    model: Any
+    tokenizer: Any
+    loss: torch.nn.Module  # forward(**batch) -> {term: its sum over the micro-batch}
+    terms: Terms
+    train: list[Any]  # what one batch row (or pair of rows) is made from: Example, or a DPO Pair
+    valid: list[Any]
+    collate: Callable[[list[Any]], dict[str, Any]]  # items -> the loss module's tensors
+    count: Callable[[dict[str, Any]], dict[str, int]]  # a collated batch -> each count; "tokens": trained tokens
+    blank: Callable[[Any], Any]  # an item like this one that trains nothing
+    data_files: list[Path]  # hashed into checkpoints, so resume can tell the data changed
+    out: Path  # where the trained weights are written
+
+
+SFT_TERMS: Terms = {"loss": ("tokens", 1.0)}  # the summed token loss, per trained token
+
+
+def sft_count(batch: dict[str, Any]) -> dict[str, int]:
+    """The trained tokens of a collated SFT batch."""
+    return {"tokens": int((batch["targets"] != IGNORE_INDEX).sum())}
+
+
+def sft_task(config: Any, device: str, run_dir: Path) -> Task:
+    """Supervised tuning of `config.model` on workdir/data/train.jsonl; validation on valid.jsonl."""
+    tc, data_dir = config.train, config.stage_dir("data")
+    model, tokenizer = build_model(config.model, tc, device)
+    train_ex = build_examples(read_records(data_dir / "train.jsonl"), tokenizer, tc.max_length, str(data_dir / "train.jsonl"))
+    valid_path = data_dir / "valid.jsonl"
+    valid_records = read_records(valid_path) if valid_path.is_file() else []
+    valid_ex = build_examples(valid_records, tokenizer, tc.max_length, str(valid_path)) if valid_records else []
+    pad_id = tokenizer.pad_token_id
+    return Task(tc, model, tokenizer, TokenLoss(model), SFT_TERMS, train_ex, valid_ex,
+                collate=lambda examples: collate(examples, pad_id), count=sft_count,
+                blank=lambda e: Example(e.input_ids, [IGNORE_INDEX] * len(e.labels)),
+                data_files=[data_dir / "train.jsonl", valid_path], out=weights_folder(run_dir, tc.method))
+
+
+def means(sums: dict[str, float], counts: dict[str, int], terms: Terms) -> dict[str, float]:
+    """Each term's sum over its count, and `loss`, the weighted sum of the terms that train."""
+    out = {name: sums[name] / max(1, counts[count]) for name, (count, _) in terms.items()}
+    return {**out, "loss": sum(weight * out[name] for name, (_, weight) in terms.items() if weight)}
+
+
+def evaluate(loss_fn: Any, items: list[Any], batch_size: int, collate_items: Callable[[list[Any]], dict[str, Any]],
+             count: Callable[[dict[str, Any]], dict[str, int]], terms: Terms, accelerator: Any) -> dict[str, float]:
+    """Every term's mean over `items` (its sum over its count, as in training) and the loss."""
+    sums, counts = dict.fromkeys(terms, 0.0), {name: 0 for name, _ in terms.values()}
     loss_fn.eval()
     with torch.no_grad(), accelerator.autocast():
-        for start in range(0, len(examples), batch_size):
-            batch = {k: v.to(accelerator.device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
-            total += float(loss_fn(**batch))
-            tokens += int((batch["targets"] != IGNORE_INDEX).sum())
+        for start in range(0, len(items), batch_size):
+            batch = {k: v.to(accelerator.device) for k, v in collate_items(items[start : start + batch_size]).items()}
+            found, batch_sums = count(batch), loss_fn(**batch)
+            counts = {k: v + found[k] for k, v in counts.items()}
+            sums = {k: v + float(batch_sums[k]) for k, v in sums.items()}
     loss_fn.train()
-    return total / max(1, tokens)
+    return means(sums, counts, terms)
 
 
 def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | None = None) -> dict[str, Any]:
-    """Tune `config.model` on workdir/data/train.jsonl; write metrics.jsonl and the adapter or model to `run_dir`.
+    """Tune `config.model` on workdir/data/train.jsonl (`sft_task`); see `run_loop`."""
+    return run_loop(config, config.train, sft_task, run_dir, log, resume)
 
-    Validation loss (for `eval_every`, early stopping and the best weights) is measured on
-    workdir/data/valid.jsonl, carved from the training rows by the data stage; the eval split is
-    left untouched for `adhere eval`. With `resume`, a checkpoint folder, training continues from
-    it and ends with the weights an uninterrupted run would have.
+
+def run_loop(config: Any, settings: Any, make_task: Callable[[Any, str, Path], Task], run_dir: Path,
+             log: Log = lambda m: None, resume: Path | None = None) -> dict[str, Any]:
+    """Train the task `make_task` builds; write metrics.jsonl and the adapter or model to `run_dir`.
+
+    Validation (for `eval_every`, early stopping and the best weights) is measured on the task's
+    validation items (for SFT workdir/data/valid.jsonl, carved from the training rows by the data
+    stage; the eval split is left untouched for `adhere eval`). With `resume`, a checkpoint folder,
+    training continues from it and ends with the weights an uninterrupted run would have.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -111,7 +176,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
 
     from adhere import hardware
 
-    tc, data_dir = config.train, config.stage_dir("data")
+    tc = settings
     device = hardware.default_device()
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and hardware.bf16_available(device))
     # Accelerate keeps one process-wide state and refuses a second Accelerator with another precision;
@@ -120,11 +185,8 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=device == "cpu")
     set_seed(tc.seed)
-    model, tokenizer = build_model(config.model, tc, accelerator.device.type)
-    train_ex = build_examples(read_records(data_dir / "train.jsonl"), tokenizer, tc.max_length, str(data_dir / "train.jsonl"))
-    valid_path = data_dir / "valid.jsonl"
-    valid_records = read_records(valid_path) if valid_path.is_file() else []
-    valid_ex = build_examples(valid_records, tokenizer, tc.max_length, str(valid_path)) if valid_records else []
+    task = make_task(config, accelerator.device.type, run_dir)
+    model, tokenizer, train_ex, valid_ex = task.model, task.tokenizer, task.train, task.valid
 
     world = accelerator.num_processes
     _, total_steps = plan_steps(len(train_ex), tc.batch_size, tc.grad_accum, tc.epochs, tc.max_steps, world)
@@ -132,56 +194,59 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     warmup = int(tc.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc.schedule, warmup, total_steps))
-    loss_fn, optimizer = accelerator.prepare(TokenLoss(model), optimizer)
-    stream = micro_batches(train_ex, tc.batch_size, tc.seed, accelerator.process_index, world)
-    pad_id = tokenizer.pad_token_id
+    loss_fn, optimizer = accelerator.prepare(task.loss, optimizer)
+    stream = micro_batches(train_ex, tc.batch_size, tc.seed, task.blank, accelerator.process_index, world)
 
     metrics_path, best = run_dir / "metrics.jsonl", checkpoints.Best(tc.early_stopping_patience)
-    data_sha = checkpoints.data_digest([data_dir / "train.jsonl", valid_path])
+    data_sha = checkpoints.data_digest(task.data_files)
     first_step, tokens_seen = _resume(resume, model, optimizer, scheduler, best, stream, tc.grad_accum, metrics_path, total_steps)
-    started, start_tokens, valid_loss, final_valid, stop = time.perf_counter(), tokens_seen, None, None, False
+    started, start_tokens, valid, final_valid, stop = time.perf_counter(), tokens_seen, None, None, False
     for step in range(first_step, total_steps + 1):
         step_started = time.perf_counter()
-        window = [collate(next(stream), pad_id) for _ in range(tc.grad_accum)]
-        # Loss normalisation: the summed token losses of every micro-batch of this step are divided
-        # by the trained tokens of the whole accumulated batch (on every process), so batch 1 x
-        # accumulation 8 and batch 8 x accumulation 1 give the same gradient.
-        trained = torch.tensor(sum(int((b["targets"] != IGNORE_INDEX).sum()) for b in window), device=accelerator.device)
-        trained = int(accelerator.reduce(trained, reduction="sum"))
-        step_loss = 0.0
+        window = [task.collate(next(stream)) for _ in range(tc.grad_accum)]
+        # Loss normalisation: each term's sums over every micro-batch of this step are divided by its
+        # count (SFT: trained tokens; DPO: pairs, and chosen tokens for its SFT term) over the whole
+        # accumulated batch (on every process), so batch 1 x accumulation 8 and batch 8 x
+        # accumulation 1 give the same gradient.
+        counts = {k: sum(task.count(b)[k] for b in window) for k in task.count(window[0])}
+        counts = dict(zip(counts, accelerator.reduce(torch.tensor(list(counts.values()), device=accelerator.device), reduction="sum").tolist()))
+        step_sums = torch.zeros(len(task.terms), device=accelerator.device)
         for i, batch in enumerate(window):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             sync = accelerator.no_sync(loss_fn) if i < len(window) - 1 else nullcontext()
             with sync, accelerator.autocast():
-                loss_sum = loss_fn(**batch)
+                sums = loss_fn(**batch)
+            loss = sum(weight * sums[name] / max(1, counts[count]) for name, (count, weight) in task.terms.items() if weight)
             # DDP averages gradients over processes; the factor makes that a sum, as the normalisation needs.
-            accelerator.backward(loss_sum * accelerator.num_processes / trained)
-            step_loss += float(loss_sum.detach())
+            accelerator.backward(loss * accelerator.num_processes)
+            step_sums += torch.stack([sums[name].detach().float() for name in task.terms])
         grad_norm = float(accelerator.clip_grad_norm_(params, tc.max_grad_norm))
         lr = scheduler.get_last_lr()[0]  # the rate this step uses; after scheduler.step() it is the next step's
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        loss = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), reduction="sum")) / trained
+        terms = means(dict(zip(task.terms, accelerator.reduce(step_sums, reduction="sum").tolist())), counts, task.terms)
+        loss = terms.pop("loss")
         if not math.isfinite(loss):
             from adhere.errors import UserError
 
-            raise UserError(f"training stopped at step {step}: the loss is {loss}; lower train.lr or check the data")
-        tokens_seen += trained
+            raise UserError(f"training stopped at step {step}: the loss is {loss}; lower {tc.section}.lr or check the data")
+        tokens_seen += counts["tokens"]
         step_seconds = time.perf_counter() - step_started
         if valid_ex and (step == total_steps or (tc.eval_every and step % tc.eval_every == 0)):
-            valid_loss = final_valid = evaluate(loss_fn, valid_ex, tc.batch_size, pad_id, accelerator)
-            stop = best.update(step, valid_loss, model)
-        state = {"trained_tokens": tokens_seen, "valid_loss": valid_loss, "data_sha256": data_sha}
-        if step % tc.log_every == 0 or step == total_steps or valid_loss is not None:
+            valid = final_valid = evaluate(loss_fn, valid_ex, tc.batch_size, task.collate, task.count, task.terms, accelerator)
+            stop = best.update(step, valid["loss"], model)
+        state = {"trained_tokens": tokens_seen, "valid_loss": valid["loss"] if valid else None, "data_sha256": data_sha}
+        if step % tc.log_every == 0 or step == total_steps or valid is not None:
             elapsed, done = time.perf_counter() - started, step - first_step + 1
-            record = {"step": step, "loss": round(loss, 5), "lr": lr, "grad_norm": round(grad_norm, 4),
+            record = {"step": step, "loss": round(loss, 5), **({k: round(v, 5) for k, v in terms.items() if k != "loss"}),
+                      "lr": lr, "grad_norm": round(grad_norm, 4),
                       "trained_tokens": tokens_seen, "tokens_per_s": round((tokens_seen - start_tokens) / elapsed, 1),
                       "step_s": round(step_seconds, 3), "elapsed_s": round(elapsed, 2), "eta_s": round(elapsed / done * (total_steps - step), 1),
                       "total_steps": total_steps}
-            if valid_loss is not None:
-                record["valid_loss"] = round(valid_loss, 5)
-                valid_loss = None
+            if valid is not None:
+                record |= {"valid_" + k: round(v, 5) for k, v in valid.items()}
+                valid = None
             if accelerator.is_main_process:
                 with metrics_path.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
@@ -193,16 +258,17 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
         if stop:
             break
 
-    if best.state is not None and final_valid is not None and best.loss < final_valid:
+    if best.state is not None and final_valid is not None and best.loss < final_valid["loss"]:
         checkpoints.restore_trainable(model, best.state)  # the weights written below are the best validated ones
     summary = {"steps": step, "stopped_early": stop, "best_step": best.step, "best_valid_loss": best.loss if best.step is not None else None,
                "train_examples": len(train_ex), "valid_examples": len(valid_ex), "trained_tokens": tokens_seen,
-               "final_train_loss": loss, "final_valid_loss": final_valid, "seconds": round(time.perf_counter() - started, 2),
+               "final_train_loss": loss, "final_valid_loss": final_valid["loss"] if final_valid else None, "seconds": round(time.perf_counter() - started, 2),
                "device": device, "bf16": bf16, **precision_report(model, bf16)}
+    if final_valid and len(final_valid) > 2:  # the terms beside the loss (DPO: reward accuracy, margin, ...)
+        summary["final_valid"] = final_valid
     if accelerator.is_main_process:
-        out = weights_folder(run_dir, tc.method)
-        accelerator.unwrap_model(loss_fn).inner.save_pretrained(out)
-        tokenizer.save_pretrained(out)  # the exact chat template used in training travels with the weights
+        accelerator.unwrap_model(loss_fn).inner.save_pretrained(task.out)
+        tokenizer.save_pretrained(task.out)  # the exact chat template used in training travels with the weights
     return summary
 
 
