@@ -13,12 +13,7 @@ import pytest
 from test_data import alpaca_rows, project, read_jsonl, run_data, write_jsonl
 
 from adhere.config import load_config
-from adhere.data.pair_formats import (
-    detect_pair_format,
-    from_pair,
-    from_pair_columns,
-    from_trl,
-)
+from adhere.data.pair_formats import detect_pair_format, from_pair, from_pair_columns, from_trl
 from adhere.data.records import Rejection
 from adhere.errors import UserError
 
@@ -144,6 +139,8 @@ def test_without_pairs_the_data_section_and_outputs_are_unchanged(tmp_path: Path
     write_jsonl(tmp_path / "prefs.jsonl", good_pairs(3))
     _, run_dir = run_data(path, "data.pairs=[{path: prefs.jsonl}]")
     assert (run_dir / "pairs.jsonl").is_file() and not (run_dir / "pairs_valid.jsonl").exists()  # 3 < a handful
+    _, run_dir = run_data(path, "data.sources=[{path: rows.jsonl}, {path: prefs.jsonl}]")  # pairs among the rows
+    assert "list the file under data.pairs" in read_jsonl(run_dir / "rejected.jsonl")[0]["reason"]
     stats, run_dir = run_data(path)  # pairs removed again: no pair file left behind, nothing about pairs
     assert not (run_dir / "pairs.jsonl").exists() and "pairs" not in stats and "## Pairs" not in (run_dir / "card.md").read_text()
     from adhere.data.stage import pair_files

@@ -21,30 +21,12 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from adhere.data import curate
 from adhere.data.config import DataConfig, Source
-from adhere.data.pair_formats import (
-    PAIR_CONVERTERS,
-    PairConverter,
-    check_pair,
-    detect_pair_format,
-    from_pair_columns,
-)
+from adhere.data.formats import detect_format
+from adhere.data.pair_formats import PAIR_CONVERTERS, PairConverter, check_pair, detect_pair_format, from_pair_columns
 from adhere.data.records import Rejection
 from adhere.data.sources import RawRow
-from adhere.data.stage import (
-    Ledger,
-    Record,
-    Steps,
-    audit_pii,
-    carve_validation,
-    check_size,
-    collect,
-    converted_rows,
-    decontaminate,
-    reconcile,
-    row_fields,
-    row_meta,
-    validation_share,
-)
+from adhere.data.stage import (Ledger, Record, Steps, audit_pii, carve_validation, check_size, collect, converted_rows,
+                               decontaminate, reconcile, row_fields, row_meta, validation_share)
 from adhere.errors import UserError
 
 if TYPE_CHECKING:
@@ -106,6 +88,8 @@ def source_pairs(source: Source, data: DataConfig, spec: SpecConfig) -> Iterator
 def to_pair(raw: RawRow, convert: PairConverter | None, fmt: str, data: DataConfig, spec: SpecConfig) -> Record:
     """One raw row as a checked, normalised canonical pair, or a Rejection."""
     formats = "pair format (trl's prompt/chosen/rejected, or adhere's messages/chosen/rejected)"
+    if raw.fields is not None and detect_format(raw.fields):
+        formats = "pair format (an instruction row? list the file under data.sources)"
     prompt, chosen, rejected = convert(row_fields(raw, convert, formats))  # type: ignore[misc]  (checked there)
     check_size([*prompt, chosen, rejected], data)
     if spec.system_prompt and prompt and prompt[0]["role"] != "system":

@@ -22,6 +22,7 @@ from adhere import runs
 from adhere.data import curate, decontam
 from adhere.data.config import DataConfig, Source
 from adhere.data.formats import CONVERTERS, detect_format, from_columns
+from adhere.data.pair_formats import detect_pair_format
 from adhere.data.records import Rejection, prompt_text
 from adhere.data.sources import RawRow, read_rows
 from adhere.errors import UserError, require_files
@@ -266,7 +267,9 @@ def row_meta(raw: RawRow, fmt: str) -> dict[str, Any]:
 
 def to_record(raw: RawRow, convert: Callable | None, fmt: str, data: DataConfig, spec: SpecConfig) -> Record:
     """One raw row as a validated, normalised canonical record, or a Rejection."""
-    messages = convert(row_fields(raw, convert, "known format"))  # type: ignore[misc]  (row_fields checked it)
+    formats = "known format" if raw.fields is None or not detect_pair_format(raw.fields) else (
+        "row format (a preference pair? list the file under data.pairs)")
+    messages = convert(row_fields(raw, convert, formats))  # type: ignore[misc]  (row_fields checked it)
     check_size(messages, data)
     meta = row_meta(raw, fmt)
     if spec.system_prompt and messages[0]["role"] != "system":
