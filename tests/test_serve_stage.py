@@ -145,3 +145,28 @@ def test_export_without_a_monitor_database_says_to_serve_first(tmp_path: Path, l
 
     with pytest.raises(UserError, match=r"monitor.db: no monitor database; start the server with `adhere serve`"):
         export_feedback(load(write_project(tmp_path, long_tiny_dir)), tmp_path / "out.jsonl")
+
+
+def test_engine_vllm_without_a_vllm_environment_exits_2_naming_the_setting(
+        tmp_path: Path, long_tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """serve.engine vllm where `make vllm` never ran: exit 2 with what to do, and the port is free again."""
+    import sys
+
+    from adhere.cli import main
+
+    path = write_project(tmp_path, long_tiny_dir)
+    missing = tmp_path / "no-venv" / "bin" / "python"
+    monkeypatch.setenv("ADHERE_VLLM_PYTHON", str(missing))
+    monkeypatch.setenv("COLUMNS", "300")  # rich wraps at the terminal width; keep the message on one line
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    monkeypatch.setattr(sys, "argv", ["adhere", "serve", str(path), "--insecure", "--set", "serve.engine=vllm",
+                                      "--set", f"serve.port={port}"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    err = capsys.readouterr().err
+    assert exited.value.code == 2, err
+    assert f"no vLLM environment: no Python at {missing} ($ADHERE_VLLM_PYTHON)" in err and "make vllm" in err
+    socket.create_server(("127.0.0.1", port)).close()  # nothing listens any more

@@ -15,6 +15,7 @@ so the tests leave a core to whoever else uses the machine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,7 @@ from adhere.models.config import ModelConfig
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
+KEY = "gateway-test-key"
 LIGHT = VllmConfig(enforce_eager=True, cpu_threads=1, cpu_kv_cache_gib=1, max_model_len=2048)
 PROMPTS = [
     "What is the capital of France?",
@@ -57,12 +59,26 @@ def vllm_ready() -> None:
 
 
 @pytest.fixture(scope="module")
-def served(vllm_ready: None, tmp_path_factory: pytest.TempPathFactory) -> object:
-    """One vLLM server on the embedded model (float32, as LocalBackend on a CPU) for the module's tests."""
-    log = tmp_path_factory.mktemp("vllm") / "base.log"
-    with VllmBackend(ModelConfig(), LIGHT, log_path=log) as backend:
-        backend.start()
-        yield backend
+def gateway(vllm_ready: None, tmp_path_factory: pytest.TempPathFactory) -> object:
+    """`adhere serve` with serve.engine vllm on the embedded base model, keys required: one vLLM server
+    (float32, as LocalBackend on a CPU) for the module's tests, through the gateway and directly."""
+    from adhere.config import load_config
+    from adhere.serve.stage import Server
+
+    root = tmp_path_factory.mktemp("gateway")
+    light = json.dumps(LIGHT.model_dump())
+    (root / "adhere.yaml").write_text(
+        f"name: gw\nserve:\n  engine: vllm\n  weights: base\n  api_key_hashes: [{hashlib.sha256(KEY.encode()).hexdigest()}]\n"
+        f"  max_tokens: 128\n  vllm: {light}\n")
+    server = Server(load_config(root / "adhere.yaml"), port=0, quiet=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def served(gateway: object) -> VllmBackend:
+    """The gateway's VllmBackend, with its server running: the backend as eval and synth use it."""
+    return gateway.engine.backend
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +169,55 @@ def test_a_model_vllm_cannot_load_is_an_error_naming_the_log(vllm_ready: None, t
     message = str(caught.value)
     assert "before it was ready" in message and f"Its output is in {tmp_path / 'logs' / 'broken.log'}" in message
     assert "Error" in message.split("its last lines:")[1]  # the server's own reason, quoted from its log
+
+
+def test_the_gateway_answers_as_local_backend_with_the_official_client(gateway: object, local_base: list) -> None:
+    """serve.engine vllm: the same answers as LocalBackend (greedy, float32), whole and streamed token by token."""
+    import openai
+
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0)
+    whole = [client.chat.completions.create(model="gw", messages=chat, max_tokens=96) for chat in CHATS]
+    same = [w.choices[0].message.content == h.text for w, h in zip(whole, local_base)]
+    print(f"\ngateway (vLLM) vs LocalBackend, base model, greedy, float32: {sum(same)} of {len(same)} identical")
+    assert sum(same) / len(same) >= PARITY_FLOOR
+    assert [w.usage.prompt_tokens for w in whole] == [h.prompt_tokens for h in local_base]  # the same rendered prompt
+    stream = client.chat.completions.create(model="gw", messages=CHATS[2], max_tokens=96, stream=True,
+                                            stream_options={"include_usage": True})
+    events = list(stream)
+    deltas = [e.choices[0].delta.content for e in events if e.choices and e.choices[0].delta.content]
+    assert len(deltas) > 5  # passed through as vLLM sends them, not as one block at the end
+    assert "".join(deltas) == whole[2].choices[0].message.content
+    assert events[-1].usage.completion_tokens == whole[2].usage.completion_tokens
+    assert [e.choices[0].finish_reason for e in events if e.choices][-1] == whole[2].choices[0].finish_reason
+
+
+def test_the_gateway_keeps_auth_limits_errors_and_the_monitor(gateway: object) -> None:
+    import sqlite3
+
+    import openai
+
+    url = gateway.url + "/v1"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
+    client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
+    assert client.models.list().data[0].model_extra["engine"] == "vllm"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="other", messages=CHATS[0])
+    with pytest.raises(openai.BadRequestError) as long:  # over vllm.max_model_len=2048, refused before vLLM
+        client.chat.completions.create(model="gw", messages=[{"role": "user", "content": "word " * 3000}])
+    assert long.value.code == "context_length_exceeded"
+    cut = client.chat.completions.create(model="gw", messages=CHATS[2], max_tokens=5)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 5
+    stopped = client.chat.completions.create(model="gw", messages=CHATS[0], stop=["Paris"], max_tokens=40)
+    assert "Paris" not in stopped.choices[0].message.content and stopped.choices[0].finish_reason == "stop"
+    database = gateway.state.config.stage_dir("serve") / "monitor.db"
+    rows = sqlite3.connect(database).execute("SELECT status, finish_reason, completion_tokens FROM requests").fetchall()
+    assert (404, None, 0) in rows and (400, None, 0) in rows and (200, "length", 5) in rows
+
+
+def test_stopping_the_gateway_stops_its_vllm_server(gateway: object) -> None:
+    group = gateway.engine.backend.server.process.pid
+    assert group_alive(group)
+    gateway.stop()  # what Ctrl-C and SIGTERM do to `adhere serve`
+    assert not group_alive(group)
+    assert not gateway.engine.ready

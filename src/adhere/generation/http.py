@@ -21,7 +21,9 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any
 
 from adhere.errors import UserError
@@ -32,6 +34,16 @@ BODY_START = 200  # characters of an error response kept in `Generation.error`: 
 MAX_RETRY_AFTER_S = 60.0  # a Retry-After longer than this is capped: a run should fail visibly, not hang for hours
 # What endpoints call a natural end: OpenAI and vLLM "stop", TGI's older "eos_token" and "stop_sequence".
 STOP_REASONS = {None, "stop", "eos", "eos_token", "stop_sequence", "end_turn", "tool_calls"}
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One event of a streamed completion: new text, and on the last ones the finish reason and token counts."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 class HttpBackend:
@@ -121,6 +133,41 @@ class HttpBackend:
                 time.sleep(wait)
         tries = f"{ep.max_tries} {'try' if ep.max_tries == 1 else 'tries'}"
         return _failed(f"{failure}, {tries}" + (f": {detail}" if detail else ""), started)
+
+    def stream_ids(self, prompt: list[int], params: GenerationParams, *, stops: tuple[str, ...] = (),
+                   timeout_s: float | None = None, seed: bool = True) -> Iterator[StreamChunk]:
+        """One completion of the token ids `prompt` from /completions, streamed: a StreamChunk per server event.
+
+        For a gateway in front of the endpoint (`adhere serve` with engine vllm): the prompt is already
+        rendered, so the server answers exactly those tokens. Not retried (tokens may already have gone to a
+        client); a refused request is a RuntimeError with the server's message. Closing the iterator closes
+        the connection, which makes vLLM abort the request. `seed` False sends no seed.
+        """
+        temperature, top_p = (0.0, 1.0) if params.top_p == 0 else (params.temperature, params.top_p)
+        request_body = {**self.extra_body, "model": self.endpoint.model, "prompt": prompt,
+                        "max_tokens": params.max_new_tokens, "temperature": temperature, "top_p": top_p,
+                        "stream": True, "stream_options": {"include_usage": True}, "stop": list(stops)}
+        if self.send_seed and seed:  # `seed` False: the server's own randomness
+            request_body["seed"] = params.seed
+        url = f"{self.endpoint.base_url}/completions"
+        request = urllib.request.Request(url, data=json.dumps(request_body).encode("utf-8"),
+                                         headers={**self._headers, "Accept": "text/event-stream"}, method="POST")
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout_s or self.endpoint.timeout_s)
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"HTTP {exc.code} from {url}: {_body_start(exc)}") from None
+        with response:
+            for line in response:  # server-sent events: "data: {json}" lines, blank lines between them
+                if not line.startswith(b"data: "):
+                    continue
+                data = line[6:].strip()
+                if data == b"[DONE]":
+                    return
+                event = json.loads(data)
+                choice = (event.get("choices") or [{}])[0]
+                usage = event.get("usage") or {}
+                yield StreamChunk(choice.get("text") or "", choice.get("finish_reason"),
+                                  usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
     def _auth_hint(self, code: int) -> str:
         if code not in (401, 403):

@@ -107,16 +107,7 @@ class LocalBackend:
 
     def encode(self, chat: list[dict[str, str]], index: int = 0) -> list[int]:
         """Token ids of `chat` with the generation prompt, rendered as training renders (adhere.models.masking)."""
-        from jinja2 import TemplateError
-
-        try:
-            encoding = self.tokenizer.apply_chat_template(
-                chat, tokenize=True, return_dict=True, add_generation_prompt=True,
-                sanitize_control_tokens=True,  # as in training: a quoted "<|im_end|>" in a prompt is text
-            )
-        except TemplateError as exc:
-            raise UserError(f"chats[{index}]: the chat template of {self.name} rejected it: {exc}") from None
-        return list(encoding["input_ids"])
+        return prompt_ids(self.tokenizer, chat, f"chats[{index}]: the chat template of {self.name}")
 
     def _generate_batch(self, prompts: list[list[int]], params: GenerationParams) -> list[Generation]:
         """Generate for prompts of any lengths; a batch that runs out of memory is split in two and retried."""
@@ -143,7 +134,11 @@ class LocalBackend:
         stop sequences, deadlines and clients leaving); the call returns once every row has ended.
         """
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+        from transformers import (
+            GenerationConfig,
+            LogitsProcessorList,
+            StoppingCriteriaList,
+        )
 
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -193,6 +188,20 @@ def _step_criteria(on_step: StepHook) -> Any:
 def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:
     """eos (the tokenizer's and the model's generation config's) plus the chat template's end-of-turn token."""
     return chat_stop_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
+
+
+def prompt_ids(tokenizer: Any, chat: list[dict[str, str]], who: str) -> list[int]:
+    """Token ids of `chat` with the generation prompt, as training renders it; UserError naming `who` if refused."""
+    from jinja2 import TemplateError
+
+    try:
+        encoding = tokenizer.apply_chat_template(
+            chat, tokenize=True, return_dict=True, add_generation_prompt=True,
+            sanitize_control_tokens=True,  # as in training: a quoted "<|im_end|>" in a prompt is text
+        )
+    except TemplateError as exc:
+        raise UserError(f"{who} rejected it: {exc}") from None
+    return list(encoding["input_ids"])
 
 
 def chat_stop_ids(tokenizer: Any, eos: int | list[int] | None) -> set[int]:

@@ -70,10 +70,12 @@ class ServerProcess:
         self.start_seconds = time.perf_counter() - started
 
     def _wait_ready(self, started: float) -> None:
-        assert self.process is not None
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # a local server: never via a proxy
         while True:
-            code = self.process.poll()
+            process = self.process  # None once stop() ran in another thread (a server shut down while loading)
+            if process is None:
+                raise UserError(f"{self.name} was stopped while it was starting")
+            code = process.poll()
             if code is not None:
                 raise UserError(self._failure(f"exited with code {code} before it was ready"))
             try:

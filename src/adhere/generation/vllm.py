@@ -26,15 +26,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from adhere.errors import UserError
 from adhere.generation.backend import Generation, GenerationParams, Progress, check_chats
 from adhere.generation.config import EndpointConfig, VllmConfig
-from adhere.generation.http import HttpBackend
-from adhere.generation.local import chat_stop_ids, files_fingerprint, identity_digest
+from adhere.generation.http import HttpBackend, StreamChunk
+from adhere.generation.local import chat_stop_ids, files_fingerprint, identity_digest, prompt_ids
 from adhere.generation.server_process import ServerProcess, free_port, port_in_use
 from adhere.models.config import ModelConfig
 
@@ -111,11 +112,15 @@ def probe(python: Path, *, timeout_s: float = 60.0) -> VllmInstall:
 class VllmBackend:
     """HttpBackend against a vLLM server this object starts on first use and stops on close()."""
 
-    def __init__(self, model: ModelConfig, cfg: VllmConfig, *, log_path: Path) -> None:
-        """Resolve the model folder, its tokenizer and the vLLM environment; nothing starts yet."""
+    def __init__(self, model: ModelConfig, cfg: VllmConfig, *, log_path: Path, max_num_seqs: int | None = None) -> None:
+        """Resolve the model folder, its tokenizer and the vLLM environment; nothing starts yet.
+
+        `max_num_seqs` caps the requests vLLM generates at once (its --max-num-seqs; `adhere serve` passes
+        serve.batch_size); None leaves vLLM's default.
+        """
         from adhere.models.loader import load_tokenizer, resolve
 
-        self.cfg, self.log_path = cfg, log_path
+        self.cfg, self.log_path, self.max_num_seqs = cfg, log_path, max_num_seqs
         self.install = probe(find_python(cfg.python))
         resolved = resolve(model)
         if resolved.kind == "gguf":
@@ -127,6 +132,8 @@ class VllmBackend:
         if not tokenizer.chat_template:
             raise UserError(f"{self.folder}: the tokenizer has no chat template; set model.chat_template")
         self.chat_template: str = tokenizer.chat_template
+        self.tokenizer = tokenizer
+        self.max_positions = cfg.max_model_len or _config_value(self.folder, "max_position_embeddings") or 1 << 30
         self.stop_ids = sorted(chat_stop_ids(tokenizer, _generation_eos(self.folder)))
         self.dtype = cfg.dtype if cfg.dtype != "auto" else ("float32" if self.install.cpu else "auto")
         build = f"{self.install.dist} {self.install.version}"
@@ -184,6 +191,29 @@ class VllmBackend:
                                  send_seed=not self.install.cpu)
         return self._http
 
+    def encode(self, chat: list[dict[str, str]]) -> list[int]:
+        """Prompt token ids of `chat`, rendered as LocalBackend and training render it."""
+        return prompt_ids(self.tokenizer, chat, f"the chat template of {self.folder}")
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is up (started and not exited)."""
+        return self.server is not None and self.server.running and self._http is not None
+
+    def stream(self, prompt: list[int], params: GenerationParams, stops: tuple[str, ...] = (), *,
+               seeded: bool = True, timeout_s: float | None = None) -> Iterator[StreamChunk]:
+        """The answer to the token ids `prompt` as the running server streams it (HttpBackend.stream_ids).
+
+        `seeded` False samples with the server's own randomness (a request that gave no seed). Raises
+        RuntimeError when the server is not running: `start()` it first; it is never restarted here.
+        """
+        if not self.running:
+            raise RuntimeError(f"the vLLM server is not running; its output is in {self.log_path}")
+        assert self._http is not None
+        room = max(1, self.max_positions - len(prompt))  # as LocalBackend, end with 'length' at the last position
+        return self._http.stream_ids(prompt, replace(params, max_new_tokens=min(params.max_new_tokens, room)),
+                                     stops=stops, timeout_s=timeout_s, seed=seeded and self._http.send_seed)
+
     def close(self) -> None:
         """Stop the server and everything it started; safe to call twice."""
         if self.server is not None:
@@ -200,6 +230,8 @@ def server_argv(backend: VllmBackend, port: int, chat_template: Path) -> list[st
             "--disable-uvicorn-access-log"]  # one line per request would bury the log's useful lines
     if cfg.max_model_len:
         argv += ["--max-model-len", str(cfg.max_model_len)]
+    if backend.max_num_seqs:
+        argv += ["--max-num-seqs", str(backend.max_num_seqs)]
     if cfg.enforce_eager:
         argv.append("--enforce-eager")
     if backend.trust_remote_code:
@@ -236,7 +268,12 @@ def _served_folder(model: ModelConfig, resolved: Any) -> Path:
 
 def _generation_eos(folder: Path) -> int | list[int] | None:
     """eos_token_id of the folder's generation_config.json, which vLLM also stops at."""
+    return _config_value(folder, "eos_token_id", "generation_config.json")
+
+
+def _config_value(folder: Path, key: str, file: str = "config.json") -> Any:
+    """`key` of the folder's JSON `file`, or None when the file or key is missing."""
     try:
-        return json.loads((folder / "generation_config.json").read_text()).get("eos_token_id")
+        return json.loads((folder / file).read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return None

@@ -96,7 +96,7 @@ class Completion:
             prompt = await run_in_threadpool(state.engine.encode, chat)
         except UserError as exc:  # the chat template refused the conversation
             raise ApiError(400, str(exc).replace("chats[0]: ", ""), param="messages") from None
-        limit = state.engine.backend.max_positions
+        limit = state.engine.max_positions
         if len(prompt) >= limit:
             raise ApiError(400, f"the prompt is {len(prompt)} tokens; this model reads at most {limit}",
                            code="context_length_exceeded", param="messages")

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from adhere.config_fields import PositiveFloat, PositiveInt, Section, error_at
+from adhere.generation.config import VllmConfig
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -29,10 +30,17 @@ class ServeConfig(Section):
     """Cap on a request's max_tokens; also what a request without max_tokens may generate."""
     weights: Literal["tuned", "export", "base"] = "tuned"
     """'tuned': what `adhere train` wrote (the adapter on model.base, or the full model); 'export': the merged folder of `adhere export`; 'base': model.base untuned."""
+    engine: Literal["local", "vllm"] = "local"
+    """What generates: 'local' (the model in adhere's process, batches of serve.batch_size) or 'vllm' (a vLLM
+    server adhere starts and stops, behind the same gateway: keys, limits, monitor, checks; `make vllm`
+    installs it). With 'vllm' a LoRA 'tuned' model is served merged from workdir/export/, made if missing."""
+    vllm: VllmConfig = VllmConfig()
+    """The vLLM server's settings, for engine 'vllm' (its --max-num-seqs is serve.batch_size)."""
     model_name: str = ""
     """The model id that /v1/models lists and requests name; empty means the project name."""
     batch_size: PositiveInt = 8
-    """Requests generated together when their decoding settings agree."""
+    """Requests generated together: with engine 'local' when their decoding settings agree; with 'vllm' at
+    any settings, new ones joining the running batch."""
     max_queue: PositiveInt = 64
     """Requests admitted at once, running or waiting; one more is refused with 429 and Retry-After."""
     max_body_bytes: PositiveInt = 1_048_576

@@ -93,6 +93,45 @@ class QueueFull(Exception):
         self.retry_after_s = retry_after_s
 
 
+class Admission:
+    """At most `limit` requests admitted at once, running or waiting; Retry-After from recent requests' times."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count = limit, 0
+        self._recent: deque[float] = deque(maxlen=RECENT_JOBS)
+        self._lock = threading.Lock()
+
+    def admit(self) -> None:
+        """Take a slot, or raise QueueFull with an estimate of the wait."""
+        with self._lock:
+            if self.count >= self.limit:
+                raise QueueFull(self._retry_after())
+            self.count += 1
+
+    def release(self, seconds: float | None) -> None:
+        """Free a slot; `seconds` is how long the request took from admission (None if it never ran)."""
+        with self._lock:
+            self.count -= 1
+            if seconds is not None:
+                self._recent.append(seconds)
+
+    def _retry_after(self) -> int:
+        """Seconds until a slot is likely free: the median recent request time, 1 to 60."""
+        typical = statistics.median(self._recent) if self._recent else 1.0
+        return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(typical))))
+
+
+def outcome(job: Job, reason: FinishReason, error: str | None = None) -> Outcome:
+    """How `job` ended now, with `reason`: its text (none on an error), token counts and timings."""
+    now = time.monotonic()
+    started = job.started or now
+    return Outcome(
+        text=job.text if reason != "error" else "", finish_reason=reason, prompt_tokens=len(job.prompt),
+        completion_tokens=job.completion_tokens, queue_s=started - job.enqueued, generate_s=now - started,
+        first_token_s=None if job.first_token is None else job.first_token - job.enqueued, error=error,
+    )
+
+
 class Engine:
     """A queue of Jobs and the worker thread that runs them on one loaded LocalBackend."""
 
@@ -103,9 +142,8 @@ class Engine:
         self._cv = threading.Condition()
         self._pending: deque[Job] = deque()
         self._running: list[Job] = []
-        self._admitted = 0
+        self.admission = Admission(max_queue)
         self._closing = False
-        self._recent: deque[float] = deque(maxlen=RECENT_JOBS)
         # Fast tokenizers refuse concurrent use ("Already borrowed") when one call changes padding or
         # truncation; handlers encode and the worker decodes, so every call takes this lock.
         self._tokenizer_lock = threading.Lock()
@@ -123,6 +161,11 @@ class Engine:
         self._thread = threading.Thread(target=self._work, args=(load, on_failure), name="adhere-worker", daemon=True)
         self._thread.start()
 
+    @property
+    def max_positions(self) -> int:
+        """Most tokens the loaded model reads, prompt and answer together."""
+        return int(self.backend.max_positions)
+
     def encode(self, chat: list[dict[str, str]]) -> list[int]:
         """Prompt token ids, rendered by the backend exactly as training rendered them."""
         with self._tokenizer_lock:
@@ -138,10 +181,8 @@ class Engine:
 
     def submit(self, job: Job) -> None:
         """Queue a job; raise QueueFull if `max_queue` requests are already admitted."""
+        self.admission.admit()
         with self._cv:
-            if self._admitted >= self.max_queue:
-                raise QueueFull(self._retry_after())
-            self._admitted += 1
             self._pending.append(job)
             self._cv.notify()
 
@@ -272,7 +313,7 @@ class Engine:
 
     def _emit(self, job: Job, end: int) -> None:
         if job.stream and end > job.emitted:
-            _deliver(job, "delta", job.text[job.emitted:end])
+            deliver(job, "delta", job.text[job.emitted:end])
             job.emitted = end
 
     def _finish(self, job: Job, reason: FinishReason, *, cut: bool = False, error: str | None = None) -> None:
@@ -288,26 +329,12 @@ class Engine:
         if reason in ("stop", "length"):
             self._emit(job, len(job.text))
         job.done = True
-        now = time.monotonic()
-        started = job.started or now
-        outcome = Outcome(
-            text=job.text if reason != "error" else "", finish_reason=reason, prompt_tokens=len(job.prompt),
-            completion_tokens=job.completion_tokens, queue_s=started - job.enqueued, generate_s=now - started,
-            first_token_s=None if job.first_token is None else job.first_token - job.enqueued, error=error,
-        )
-        with self._cv:
-            self._admitted -= 1
-            if job.started is not None:
-                self._recent.append(now - job.enqueued)
-        _deliver(job, "done", outcome)
-
-    def _retry_after(self) -> int:
-        """Seconds until a slot is likely free: the median recent request time, 1 to 60."""
-        typical = statistics.median(self._recent) if self._recent else 1.0
-        return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(typical))))
+        ended = outcome(job, reason, error)
+        self.admission.release(None if job.started is None else time.monotonic() - job.enqueued)
+        deliver(job, "done", ended)
 
 
-def _deliver(job: Job, kind: str, value: Any) -> None:
+def deliver(job: Job, kind: str, value: Any) -> None:
     try:
         job.sink(kind, value)
     except Exception:  # noqa: BLE001  (the handler's event loop has closed at shutdown; nobody is waiting)

@@ -33,6 +33,7 @@ from adhere.errors import UserError
 
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
+    from adhere.models.config import ModelConfig
 
 log = logging.getLogger("adhere.serve")
 
@@ -65,6 +66,7 @@ class Server:
         from adhere.serve.engine import Engine
         from adhere.serve.monitor import Metrics, Monitor
         from adhere.serve.state import ServerState
+        from adhere.serve.vllm_engine import VllmEngine
 
         cfg = config.serve
         keys = Keys.from_config(cfg, os.environ, insecure=insecure)
@@ -79,13 +81,15 @@ class Server:
         self._load, paths, kind = served_weights(config)
         run_dir = runs.start_stage(config, "serve")
         self.sock = _bind(host, cfg.port if port is None else port)
-        self.engine = Engine(batch_size=cfg.batch_size, max_queue=cfg.max_queue)
+        self.engine = (VllmEngine if cfg.engine == "vllm" else Engine)(batch_size=cfg.batch_size, max_queue=cfg.max_queue)
+        # vLLM's server takes 30-110 s to start on 2 CPU cores; the local engine loads in seconds
+        self.start_timeout_s = START_TIMEOUT_S + (cfg.vllm.startup_timeout_s if cfg.engine == "vllm" else 0)
         metrics = Metrics(self.engine.depth, self.engine.running)
         self.engine.on_batch = metrics.batch_size.observe
         self.monitor = Monitor(run_dir / "monitor.db", store_prompts=cfg.store_prompts, metrics=metrics)
         run_id = f"{kind}-{_fingerprint(paths)[:12]}"
         self.state = ServerState(config=config, keys=keys, engine=self.engine, monitor=self.monitor, metrics=metrics,
-                                 model_name=cfg.model_name or config.name, run_id=run_id, info={"weights": kind})
+                                 model_name=cfg.model_name or config.name, run_id=run_id, info={"weights": kind, "engine": cfg.engine})
         runs.write_json_atomic(run_dir / "served.json", _served(config, kind, paths, run_id, self.url, insecure))
         self.app = create_app(self.state)
         self._uvicorn = uvicorn.Server(uvicorn.Config(
@@ -119,14 +123,14 @@ class Server:
         self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self.sock]},
                                         name="adhere-server", daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout_s
         while not (self._uvicorn.started and (self.engine.ready or not wait_ready)):
             if self.engine.load_error is not None:
                 self.stop()
                 raise self.engine.load_error
             if time.monotonic() > deadline or not self._thread.is_alive():
                 self.stop()
-                raise RuntimeError(f"the server did not start within {START_TIMEOUT_S:g} s")
+                raise RuntimeError(f"the server did not start within {self.start_timeout_s:g} s")
             time.sleep(0.02)
         return self
 
@@ -153,27 +157,49 @@ class Server:
 
 
 def served_weights(config: ProjectConfig) -> tuple[Callable[[], Any], list[Path], str]:
-    """How to load the weights `serve.weights` names, the files that identify them, and the kind; UserError if missing."""
-    from adhere.generation import LocalBackend
+    """How to load the weights `serve.weights` names on `serve.engine`, the files that identify them, and the kind.
+
+    UserError when the weights are missing.
+    """
     from adhere.generation.weights import is_adapter, tuned_weights
     from adhere.models.loader import resolve
 
     cfg, kind = config.serve, config.serve.weights
     base = resolve(config.model)
     base_paths = [base.path] if base.path is not None else []
+    model: ModelConfig | Path = config.model
+    adapter: Path | None = None
     if kind == "base":
-        return lambda: LocalBackend.load(config.model, batch_size=cfg.batch_size), base_paths, kind
-    if kind == "export":
-        folder = config.stage_dir("export")
-        if not (folder / "config.json").is_file():
-            raise UserError(f"serve.weights is 'export' but {folder} holds no exported model; run "
+        paths = base_paths
+    elif kind == "export":
+        model = config.stage_dir("export")
+        if not (model / "config.json").is_file():
+            raise UserError(f"serve.weights is 'export' but {model} holds no exported model; run "
                             f"`adhere export {config.name}` first, or set serve.weights: tuned")
-        return lambda: LocalBackend.load(folder, batch_size=cfg.batch_size), [folder], kind
-    found = tuned_weights(config, needed_by="serve.weights is 'tuned'",
-                          otherwise=", or serve the base model: --set serve.weights=base")
-    if is_adapter(found):
-        return (lambda: LocalBackend.load(config.model, found, batch_size=cfg.batch_size)), [*base_paths, found], kind
-    return lambda: LocalBackend.load(found, batch_size=cfg.batch_size), [found], kind
+        paths = [model]
+    else:
+        found = tuned_weights(config, needed_by="serve.weights is 'tuned'",
+                              otherwise=", or serve the base model: --set serve.weights=base")
+        model, adapter = (config.model, found) if is_adapter(found) else (found, None)
+        paths = [*base_paths, found] if adapter is not None else [found]
+    if cfg.engine == "vllm":
+        return (lambda: _vllm_backend(config, model, adapter)), paths, kind
+    from adhere.generation import LocalBackend
+
+    return (lambda: LocalBackend.load(model, adapter, batch_size=cfg.batch_size)), paths, kind
+
+
+def _vllm_backend(config: ProjectConfig, model: ModelConfig | Path, adapter: Path | None) -> Any:
+    """A VllmBackend (not started) for the served weights; a LoRA adapter is served merged (see refs.merged_export)."""
+    from adhere.generation.refs import merged_export
+    from adhere.generation.vllm import VllmBackend
+    from adhere.models.config import ModelConfig
+
+    if adapter is not None:
+        model = merged_export(config)
+    served = model if isinstance(model, ModelConfig) else ModelConfig(base=str(model))
+    return VllmBackend(served, config.serve.vllm, log_path=config.stage_dir("serve") / "vllm.log",
+                       max_num_seqs=config.serve.batch_size)
 
 
 def _fingerprint(paths: list[Path]) -> str:
@@ -187,6 +213,7 @@ def _served(config: ProjectConfig, kind: str, paths: list[Path], run_id: str, ur
     lineage = config.stage_dir("train") / "lineage.json"
     return {
         "model": config.serve.model_name or config.name, "run_id": run_id, "weights": kind,
+        "engine": config.serve.engine,
         "paths": [str(p) for p in paths], "base": config.model.base, "url": url, "insecure": insecure,
         "train_lineage": {"path": str(lineage), "sha256": runs.file_hash(lineage)} if lineage.is_file() else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

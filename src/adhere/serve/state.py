@@ -13,6 +13,7 @@ from adhere.serve.auth import SESSION_COOKIE, Keys
 from adhere.serve.engine import Engine
 from adhere.serve.monitor import Metrics, Monitor
 from adhere.serve.protocol import ApiError
+from adhere.serve.vllm_engine import VllmEngine
 
 if TYPE_CHECKING:
     from adhere.config import ProjectConfig
@@ -27,7 +28,7 @@ class ServerState:
 
     config: ProjectConfig
     keys: Keys
-    engine: Engine
+    engine: Engine | VllmEngine  # serve.engine 'local' or 'vllm': one interface
     monitor: Monitor
     metrics: Metrics
     model_name: str
