@@ -126,12 +126,6 @@ def test_bad_input_fails_before_training(tmp_path: Path, tiny_dir: Path) -> None
 def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path: Path, tiny_dir: Path) -> None:
     """A run with validation and early stopping, killed after its best step: the resumed run stops where the
     uninterrupted one stops and writes the same (best) weights, so the best-so-far state is in the checkpoint."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     settings = ("  max_steps: 120\n  batch_size: 2\n  lr: 0.01\n  lora: {r: 4, dropout: 0.1}\n  save_every: 10\n  keep_last: 2\n"
                 "  eval_every: 5\n  early_stopping_patience: 8\n")
     (tmp_path / "straight").mkdir()
@@ -148,13 +142,7 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path: Path,
     path = make_project(tmp_path / "killed", tiny_dir, settings, n_train=12, n_valid=0)
     write_valid_with_other_answers(tmp_path / "killed")
     checkpoint_dir = tmp_path / "killed" / "runs" / "p" / "train" / "checkpoints"
-    process = subprocess.Popen([sys.executable, "-m", "adhere", "train", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (checkpoint_dir / "step-000040").is_dir() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (checkpoint_dir.parent / "adapter").exists(), "the run finished before it could be killed"
+    kill_when(["train", str(path)], checkpoint_dir / "step-000040")
     done = sorted(p.name for p in checkpoint_dir.iterdir() if not p.name.startswith("."))
     assert done and done[-1] >= "step-000040"  # (a kill between rename and pruning may leave one extra)
 
@@ -166,6 +154,23 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path: Path,
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, summary["steps"] + 1))  # no step twice, none missing
     assert 2 <= len([p for p in checkpoint_dir.iterdir() if not p.name.startswith(".")]) <= 3  # keep_last, and the best
+
+
+def kill_when(command: list[str], checkpoint: Path) -> None:
+    """Run `adhere COMMAND` in a process and SIGKILL it as soon as `checkpoint` exists, before it writes its weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "adhere", *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not checkpoint.is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (checkpoint.parent.parent / "adapter").exists(), "the run finished before it could be killed"
 
 
 def write_valid_with_other_answers(folder: Path) -> None:

@@ -7,6 +7,7 @@
     adhere synth adhere.yaml      # step 2, synthetic: instruction data from a teacher model
     adhere data adhere.yaml       # step 2: validate and curate the data
     adhere train adhere.yaml      # step 4: tune
+    adhere dpo adhere.yaml        # step 4b, with a dpo section: preference-tune the tuned model on pairs
     adhere eval adhere.yaml       # step 5: base vs tuned, with report.html
     adhere export adhere.yaml     # merged model folder for transformers, vLLM, ...
     adhere serve adhere.yaml      # step 6: OpenAI-compatible API, monitoring, feedback
@@ -227,8 +228,6 @@ def train(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count examples, tokens and steps; time a few steps; train nothing.")] = False,
 ) -> None:
     """Step 4: tune the base model on workdir/data/train.jsonl (LoRA or full); writes workdir/train/."""
-    import adhere.train
-
     config = _load(path, overrides)
     if dry_run:
         from adhere.train.estimate import estimate
@@ -240,25 +239,46 @@ def train(
             table.add_row(key.replace("_", " "), str(value))
         out.print(table)
         return
+    _train_stage(config, "train", resume)
+
+
+@app.command()
+def dpo(
+    path: ConfigPath,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint (dpo.save_every).")] = False,
+) -> None:
+    """Step 4b: preference-tune (DPO) the model `adhere train` wrote on workdir/data/pairs.jsonl; writes workdir/dpo/."""
+    _train_stage(_load(path, overrides), "dpo", resume)
+
+
+def _train_stage(config, stage: str, resume: bool) -> None:  # config: ProjectConfig
+    import adhere.train
+
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun or accelerate launch, one process reports
     with ProgressView(err, enabled=main_process) as view:
-        view.update("train", "train: loading", 0, None)
+        view.update(stage, f"{stage}: loading", 0, None)
 
         def log(metrics: dict) -> None:
-            text = f"train: loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  {metrics['tokens_per_s']:.0f} trained tok/s"
+            text = f"{stage}: loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  {metrics['tokens_per_s']:.0f} trained tok/s"
+            if "reward_accuracy" in metrics:
+                text += f"  reward accuracy {metrics['reward_accuracy']:.2f}"
             if "valid_loss" in metrics:
                 text += f"  validation {metrics['valid_loss']:.4f}"
-            view.update("train", text, metrics["step"], metrics["total_steps"])
+            view.update(stage, text, metrics["step"], metrics["total_steps"])
 
-        run_dir = adhere.train.run(config, log=log, resume=resume)
+        run_dir = adhere.train.run(config, log=log, resume=resume, stage=stage)
     if not main_process:
         return
     summary = json.loads((run_dir / "summary.json").read_text())
     valid_text = f", validation loss {summary['final_valid_loss']:.4f}" if summary["final_valid_loss"] is not None else ""
+    if "final_valid" in summary:
+        valid_text += f", held-out reward accuracy {summary['final_valid']['reward_accuracy']:.2f}"
     if summary["best_step"] is not None and summary["best_step"] != summary["steps"]:
         valid_text += f" (wrote the best, step {summary['best_step']}: {summary['best_valid_loss']:.4f})"
+    items = "pairs" if stage == "dpo" else "examples"
     out.print(
-        f"{summary['steps']} steps on {summary['train_examples']} examples in {summary['seconds']:.0f} s: "
+        f"{summary['steps']} steps on {summary['train_examples']} {items} in {summary['seconds']:.0f} s: "
         f"train loss {summary['final_train_loss']:.4f}{valid_text}"
     )
     out.print(f"Wrote {run_dir}/ ({'adapter' if config.train.method == 'lora' else 'model'}/, metrics.jsonl, summary.json)")
@@ -268,7 +288,7 @@ def train(
 def run(
     path: ConfigPath,
     overrides: Overrides = None,
-    force: Annotated[list[str] | None, typer.Option("--force", help="Redo this stage even if it is current (repeatable): synth, spec, data, baseline, train, eval.")] = None,
+    force: Annotated[list[str] | None, typer.Option("--force", help="Redo this stage even if it is current (repeatable): synth, spec, data, baseline, train, dpo, eval.")] = None,
     serve: Annotated[bool, typer.Option("--serve", help="Then serve the tuned model (adhere serve).")] = False,
 ) -> None:
     """All steps: (synth,) spec, data, baseline eval, train, eval; skips what is current; prints base vs tuned."""

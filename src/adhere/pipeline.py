@@ -1,6 +1,6 @@
 """The main job: all steps in order, each redone only when what it is made from changed.
 
-    adhere run adhere.yaml                  # (synth ->) spec -> data -> baseline -> train -> eval
+    adhere run adhere.yaml                  # (synth ->) spec -> data -> baseline -> train (-> dpo) -> eval
     adhere run adhere.yaml --force train    # redo training (and what depends on it)
     adhere run adhere.yaml --serve          # then serve the tuned model
 
@@ -81,11 +81,24 @@ def _eval_inputs(config: ProjectConfig) -> dict[str, Path]:
 
 
 def _tuned_inputs(config: ProjectConfig) -> dict[str, Path]:
+    """The eval split and suites, the tuned weights, and the SFT weights when eval.models lists 'sft'."""
     from adhere.generation.weights import tuned_weights
 
     weights = tuned_weights(config, needed_by="the eval stage evaluates the tuned model",
                             otherwise=", or evaluate the base model only: --set eval.models='[base]'")
-    return {**_eval_inputs(config), "weights": weights}
+    files = {**_eval_inputs(config), "weights": weights}
+    if any(m.kind == "sft" for m in config.eval.models):
+        files["sft_weights"] = tuned_weights(config, needed_by="eval.models lists 'sft'", stage="train")
+    return files
+
+
+def _dpo_inputs(config: ProjectConfig) -> dict[str, Path]:
+    """The pair files, and the SFT weights DPO starts from when `adhere train` wrote them."""
+    from adhere.generation.weights import find_tuned_weights
+    from adhere.train.dpo import pair_paths
+
+    sft = find_tuned_weights(config, "train")
+    return pair_paths(config) | ({"sft_weights": sft} if sft else {}) | _template(config)
 
 
 # The data stage reads train.max_length (its token filter drops what training would truncate) and
@@ -97,17 +110,24 @@ STAGES = (
           ("train.jsonl", "eval.jsonl")),
     Stage("baseline", "Evaluate the base model", ("spec", "model", "eval"), _eval_inputs, ("results.json",)),
     Stage("train", "Tune", ("spec", "model", "train"), _train_inputs, ("summary.json",)),
-    Stage("eval", "Evaluate base vs tuned", ("spec", "model", "train", "eval"), _tuned_inputs,
+    Stage("eval", "Evaluate base vs tuned", ("spec", "model", "train", "dpo", "eval"), _tuned_inputs,
           ("results.json", "report.html")),
 )
 NAMES = tuple(stage.name for stage in STAGES)
 # Run first, and only when adhere.yaml has a synth section; its synth.jsonl reaches training through data.sources.
 SYNTH = Stage("synth", "Generate synthetic data", ("spec", "model", "synth"), _synth_inputs, ("synth.jsonl",))
+# Run after train, and only when adhere.yaml has a dpo section; its weights are then the tuned model eval compares.
+DPO = Stage("dpo", "Preference-tune (DPO)", ("spec", "model", "train.method", "train.lora", "dpo"), _dpo_inputs,
+            ("summary.json",))
+OPTIONAL = (SYNTH.name, DPO.name)
 
 
 def stages(config: ProjectConfig) -> tuple[Stage, ...]:
-    """The stages `config` runs, in order: STAGES, after SYNTH when there is a synth section."""
-    return ((SYNTH,) if config.synth is not None else ()) + STAGES
+    """The stages `config` runs, in order: STAGES, after SYNTH when there is a synth section, DPO after train
+    when there is a dpo section."""
+    dpo = (DPO,) if config.dpo is not None else ()
+    cut = NAMES.index("train") + 1
+    return ((SYNTH,) if config.synth is not None else ()) + STAGES[:cut] + dpo + STAGES[cut:]
 
 
 def fingerprint(stage: Stage, config: ProjectConfig) -> str:
@@ -150,9 +170,9 @@ Reporter = Callable[[str, dict[str, Any]], None]  # (event, details): 'stage', '
 
 def run(config: ProjectConfig, report: Reporter = lambda event, details: None, force: tuple[str, ...] = ()) -> Path:
     """Run every stage that is not current (and those in `force`); return workdir/eval/."""
-    unknown = [name for name in force if name not in (SYNTH.name, *NAMES)]
+    unknown = [name for name in force if name not in (*OPTIONAL, *NAMES)]
     if unknown:
-        raise UserError(f"--force {unknown[0]}: no such stage; stages are {', '.join((SYNTH.name, *NAMES))}")
+        raise UserError(f"--force {unknown[0]}: no such stage; stages are {', '.join((*OPTIONAL, *NAMES))}")
     active = stages(config)
     for index, stage in enumerate(active, start=1):
         details = {"index": index, "total": len(active), "name": stage.name, "title": stage.title}
@@ -162,7 +182,7 @@ def run(config: ProjectConfig, report: Reporter = lambda event, details: None, f
         report("stage", details)
         folder = runs.stage_folder(config, stage.name)
         pending = folder / "fingerprint.pending.json"
-        resume = stage.name == "train" and _can_resume(config, pending, stage)
+        resume = stage.name in ("train", "dpo") and _can_resume(config, pending, stage)
         (folder / "fingerprint.json").unlink(missing_ok=True)  # no longer current, whatever happens next
         print_ = fingerprint(stage, config)
         runs.write_json_atomic(pending, {"sha256": print_})
@@ -181,7 +201,7 @@ def _can_resume(config: ProjectConfig, pending: Path, stage: Stage) -> bool:
     """
     from adhere.train import checkpoints
 
-    train_dir = config.stage_dir("train")
+    train_dir = config.stage_dir(stage.name)
     if not pending.is_file() or checkpoints.latest(train_dir) is None or (train_dir / "summary.json").is_file():
         return False
     return json.loads(pending.read_text()).get("sha256") == fingerprint(stage, config)
@@ -203,19 +223,19 @@ def _run_stage(name: str, config: ProjectConfig, report: Reporter, resume: bool)
         if not stats["train"]:
             raise UserError(f"data: no training example left of {stats['rows_in']} rows; see {folder / 'rejected.jsonl'}")
         report("log", {"message": f"{stats['rows_in']} rows in: {split_counts(stats)}, {stats['rejected']} rejected"})
-    elif name == "train":
+    elif name in ("train", "dpo"):
         from adhere.train import run as train_run
 
         if resume:
-            report("log", {"message": "resuming the interrupted training run from its last checkpoint"})
-        train_run(config, log=lambda metrics: report("train", metrics), resume=resume)
+            report("log", {"message": f"resuming the interrupted {name} run from its last checkpoint"})
+        train_run(config, log=lambda metrics: report("train", metrics), resume=resume, stage=name)
     else:
         from adhere.eval import run as eval_run
         from adhere.eval.config import ModelRef
 
         models = None
-        if name == "baseline":  # every model but the tuned one, which does not exist yet
-            models = [m for m in config.eval.models if m.kind != "tuned"] or [ModelRef(name="base", kind="base")]
+        if name == "baseline":  # every model but the tuned ones, which do not exist yet
+            models = [m for m in config.eval.models if m.kind not in ("tuned", "sft")] or [ModelRef(name="base", kind="base")]
         eval_run(config, log=lambda message: report("log", {"message": message}), stage=name, models=models,
                  progress=lambda label, done, total: report("eval", {"label": label, "done": done, "total": total}))
 

@@ -255,9 +255,10 @@ def _inputs(config: ProjectConfig, loaded: dict[str, Suite]) -> dict[str, Path]:
         inputs["ifeval"] = Path(config.eval.ifeval_file) if config.eval.ifeval_file else _bundled_ifeval()
     if "custom" in loaded:
         inputs["custom"] = Path(config.eval.custom_file)
-    weights = find_tuned_weights(config)
-    if any(ref.kind == "tuned" for ref in config.eval.models) and weights is not None:
-        inputs["tuned_weights"] = next(iter(sorted(weights.glob("*.safetensors"))), weights)
+    for kind, stage in (("tuned", None), ("sft", "train")):
+        weights = find_tuned_weights(config, stage)
+        if any(ref.kind == kind for ref in config.eval.models) and weights is not None:
+            inputs[f"{kind}_weights"] = next(iter(sorted(weights.glob("*.safetensors"))), weights)
     return inputs
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
 
 from adhere.config_fields import Section, error_at, resolve_path
+from adhere.errors import UserError
 from adhere.generation.config import EndpointConfig, VllmConfig
 from adhere.generation.vllm import VllmBackend
 from adhere.generation.weights import find_tuned_weights, is_adapter, tuned_weights
@@ -34,11 +35,11 @@ if TYPE_CHECKING:
     from adhere.config import ProjectConfig
     from adhere.models.config import ModelConfig
 
-NAMED_MODELS = {"base": "base", "tuned": "tuned"}  # shorthand: `models: [base, tuned]`
+NAMED_MODELS = {"base": "base", "tuned": "tuned", "sft": "sft"}  # shorthand: `models: [base, sft, tuned]`
 
 
 def _allow_shorthand(schema: dict[str, Any]) -> None:
-    """The JSON Schema of a ModelRef also accepts the strings 'base' and 'tuned', as the validator does."""
+    """The JSON Schema of a ModelRef also accepts the strings 'base', 'tuned' and 'sft', as the validator does."""
     mapping = dict(schema)
     schema.clear()
     schema.update({"title": "ModelRef", "anyOf": [{"enum": list(NAMED_MODELS)}, mapping]})
@@ -51,8 +52,9 @@ class ModelRef(Section):
 
     name: str
     """Its name in reports, e.g. 'base', 'tuned', 'gpt-4o'."""
-    kind: Literal["base", "tuned", "folder", "endpoint"]
-    """'base': model.base; 'tuned': what `adhere train` wrote; 'folder': `path`; 'endpoint': `endpoint`."""
+    kind: Literal["base", "tuned", "sft", "folder", "endpoint"]
+    """'base': model.base; 'tuned': what `adhere train` wrote (`adhere dpo` with a dpo section); 'sft': what `adhere
+    train` wrote, when a dpo section makes 'tuned' the DPO model; 'folder': `path`; 'endpoint': `endpoint`."""
     path: str = ""
     """A Hugging Face model folder (merged, or a base model), for kind 'folder'."""
     endpoint: EndpointConfig | None = None
@@ -70,7 +72,7 @@ class ModelRef(Section):
         if isinstance(data, str) and data in NAMED_MODELS:
             return {"name": data, "kind": NAMED_MODELS[data]}
         if isinstance(data, str):
-            raise error_at((), f"unknown model {data!r}; use 'base', 'tuned', or a mapping with name, kind and path/url")
+            raise error_at((), f"unknown model {data!r}; use 'base', 'tuned', 'sft', or a mapping with name, kind and path/url")
         return data
 
     @field_validator("path")
@@ -86,7 +88,7 @@ class ModelRef(Section):
             raise error_at(("endpoint",), "kind 'endpoint' needs endpoint: {base_url: http://localhost:8000/v1, model: ...}")
         if self.kind == "endpoint" and self.engine == "vllm":
             raise error_at(("engine",), "kind 'endpoint' is answered by its own server; engine 'vllm' applies to "
-                           "kinds base, tuned and folder (remove engine, or use kind: folder with a path)")
+                           "kinds base, tuned, sft and folder (remove engine, or use kind: folder with a path)")
         return self
 
 NEEDED_BY = "eval.models lists 'tuned'"
@@ -123,7 +125,7 @@ def _backend(ref: ModelRef, config: ProjectConfig, vllm_logs: Path, batch: int) 
         return LocalBackend.load(ModelConfig(base=ref.path), batch_size=batch)
     if ref.kind == "endpoint":
         return HttpBackend(ref.endpoint)
-    weights = tuned_weights(config, needed_by=NEEDED_BY, otherwise=OTHERWISE)
+    weights = ref_weights(ref, config)
     if is_adapter(weights):
         return LocalBackend.load(config.model, adapter=weights, batch_size=batch)
     return LocalBackend.load(ModelConfig(base=str(weights)), batch_size=batch)
@@ -141,8 +143,18 @@ def _served_model(ref: ModelRef, config: ProjectConfig) -> ModelConfig:
         return config.model
     if ref.kind == "folder":
         return ModelConfig(base=ref.path)
-    weights = tuned_weights(config, needed_by=NEEDED_BY, otherwise=OTHERWISE)
+    weights = ref_weights(ref, config)
+    if ref.kind == "sft" and is_adapter(weights):  # workdir/export/ holds the tuned (DPO) model merged, not this
+        raise UserError(f"eval.models: {ref.name!r} (kind 'sft') is a LoRA adapter, and engine 'vllm' serves adapters "
+                        "merged from workdir/export/, which holds the tuned model; use engine 'local' for it")
     return ModelConfig(base=str(merged_export(config) if is_adapter(weights) else weights))
+
+
+def ref_weights(ref: ModelRef, config: ProjectConfig) -> Path:
+    """The trained weights a 'tuned' or 'sft' entry names (weights.py decides where they are)."""
+    if ref.kind == "sft":
+        return tuned_weights(config, needed_by="eval.models lists 'sft'", otherwise=OTHERWISE, stage="train")
+    return tuned_weights(config, needed_by=NEEDED_BY, otherwise=OTHERWISE)
 
 
 def merged_export(config: ProjectConfig) -> Path:
@@ -165,7 +177,7 @@ def describe(ref: ModelRef, config: ProjectConfig) -> dict[str, Any]:
         return {"source": ref.path, "backend": ref.engine}
     if ref.kind == "endpoint":
         return {"source": f"{ref.endpoint.base_url} model={ref.endpoint.model}", "backend": "endpoint"}
-    weights = find_tuned_weights(config)
+    weights = find_tuned_weights(config, "train" if ref.kind == "sft" else None)
     if weights is None:
         return {"source": None, "backend": ref.engine}
     return {"source": str(weights), "base": config.model.base, "backend": ref.engine}

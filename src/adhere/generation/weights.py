@@ -2,9 +2,11 @@
 
     from adhere.generation.weights import tuned_weights
     folder = tuned_weights(config, needed_by="eval.models lists 'tuned'")   # workdir/train/adapter or model
+    sft = tuned_weights(config, needed_by="...", stage="train")             # the SFT weights when DPO follows
 
 LoRA training writes `adapter/` (PEFT's adapter files), full fine-tuning `model/` (a whole model
-folder); both hold the tokenizer with the exact chat template of training. Training, its lineage,
+folder); both hold the tokenizer with the exact chat template of training. With a `dpo` section
+the tuned model is what `adhere dpo` wrote in workdir/dpo/, and workdir/train/ holds the SFT model it started from. Training, its lineage,
 export, evaluation, the pipeline's fingerprints and the server all ask here. `with_adapter` is
 the one place PEFT loads an adapter for answers (LocalBackend) and for `adhere export`.
 """
@@ -28,13 +30,19 @@ def weights_folder(train_dir: Path, method: Method) -> Path:
     return train_dir / FOLDERS[method]
 
 
-def find_tuned_weights(config: ProjectConfig) -> Path | None:
-    """The trained weights in workdir/train/: train.method's folder first, else the other method's; None if neither.
+def tuned_stage(config: ProjectConfig) -> str:
+    """The stage whose weights are 'the tuned model': 'dpo' when adhere.yaml has a dpo section (it comes last), else 'train'."""
+    return "dpo" if config.dpo is not None else "train"
+
+
+def find_tuned_weights(config: ProjectConfig, stage: str | None = None) -> Path | None:
+    """The trained weights in workdir/<stage>/ (default `tuned_stage`): train.method's folder first, else the
+    other method's; None if neither. `stage='train'` names the supervised (SFT) weights when DPO follows.
 
     The fallback keeps a model trained with LoRA usable after train.method changed to 'full' (or back)
     without training again.
     """
-    train_dir = config.stage_dir("train")
+    train_dir = config.stage_dir(stage or tuned_stage(config))
     first = weights_folder(train_dir, config.train.method)
     for folder in (first, *(train_dir / name for name in FOLDERS.values() if name != first.name)):
         if folder.is_dir():
@@ -42,12 +50,13 @@ def find_tuned_weights(config: ProjectConfig) -> Path | None:
     return None
 
 
-def tuned_weights(config: ProjectConfig, *, needed_by: str, otherwise: str = "") -> Path:
+def tuned_weights(config: ProjectConfig, *, needed_by: str, otherwise: str = "", stage: str | None = None) -> Path:
     """`find_tuned_weights`, or a UserError saying who needs them (`needed_by`) and what to do (`otherwise`)."""
-    found = find_tuned_weights(config)
+    stage = stage or tuned_stage(config)
+    found = find_tuned_weights(config, stage)
     if found is None:
-        raise UserError(f"{needed_by} but {config.stage_dir('train')} holds no trained weights (adapter/ or model/); "
-                        f"run `adhere train {config.name}` first{otherwise}")
+        raise UserError(f"{needed_by} but {config.stage_dir(stage)} holds no trained weights (adapter/ or model/); "
+                        f"run `adhere {stage} {config.name}` first{otherwise}")
     return found
 
 

@@ -168,7 +168,7 @@ class SynthConfig(Section):
     @field_validator("teacher")
     @classmethod
     def _not_tuned(cls, value: ModelRef) -> ModelRef:
-        if value.kind == "tuned":
+        if value.kind in ("tuned", "sft"):
             raise error_at(("kind",), "the teacher cannot be the tuned model, which is trained on this data; "
                            "use 'base', a folder (e.g. an exported model) or an endpoint")
         return value

@@ -134,7 +134,8 @@ def load(checkpoint: Path, model: Any, optimizer: Any, scheduler: Any, best: Bes
     return progress
 
 
-def check_compatible(run_dir: Path, config: Any, checkpoint: Path, data_files: list[Path]) -> None:
+def check_compatible(run_dir: Path, config: Any, checkpoint: Path, data_files: list[Path],
+                     keys: dict[str, tuple[str, ...]] = RESUME_KEYS) -> None:
     """Refuse to resume a finished run, or one whose settings or data changed since it began.
 
     Each refusal is a UserError that names what changed and what to do.
@@ -151,7 +152,7 @@ def check_compatible(run_dir: Path, config: Any, checkpoint: Path, data_files: l
         saved = yaml.safe_load(saved_path.read_text())
         now = config.model_dump(mode="json")
         changed = [f"{section}.{key} ({saved.get(section, {}).get(key)!r} -> {now[section][key]!r})"
-                   for section, keys in RESUME_KEYS.items() for key in keys if saved.get(section, {}).get(key) != now[section][key]]
+                   for section, names in keys.items() for key in names if (saved.get(section) or {}).get(key) != now[section][key]]
         if changed:
             raise UserError(
                 f"cannot resume {run_dir}: {', '.join(changed)} changed since the run began, so the resumed run "

@@ -120,10 +120,10 @@ def sft_count(batch: dict[str, Any]) -> dict[str, int]:
     return {"tokens": int((batch["targets"] != IGNORE_INDEX).sum())}
 
 
-def sft_task(config: Any, device: str, run_dir: Path) -> Task:
+def sft_task(config: Any, accelerator: Any, run_dir: Path) -> Task:
     """Supervised tuning of `config.model` on workdir/data/train.jsonl; validation on valid.jsonl."""
     tc, data_dir = config.train, config.stage_dir("data")
-    model, tokenizer = build_model(config.model, tc, device)
+    model, tokenizer = build_model(config.model, tc, accelerator.device.type)
     train_ex = build_examples(read_records(data_dir / "train.jsonl"), tokenizer, tc.max_length, str(data_dir / "train.jsonl"))
     valid_path = data_dir / "valid.jsonl"
     valid_records = read_records(valid_path) if valid_path.is_file() else []
@@ -161,7 +161,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
     return run_loop(config, config.train, sft_task, run_dir, log, resume)
 
 
-def run_loop(config: Any, settings: Any, make_task: Callable[[Any, str, Path], Task], run_dir: Path,
+def run_loop(config: Any, settings: Any, make_task: Callable[[Any, Any, Path], Task], run_dir: Path,
              log: Log = lambda m: None, resume: Path | None = None) -> dict[str, Any]:
     """Train the task `make_task` builds; write metrics.jsonl and the adapter or model to `run_dir`.
 
@@ -185,7 +185,7 @@ def run_loop(config: Any, settings: Any, make_task: Callable[[Any, str, Path], T
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=device == "cpu")
     set_seed(tc.seed)
-    task = make_task(config, accelerator.device.type, run_dir)
+    task = make_task(config, accelerator, run_dir)
     model, tokenizer, train_ex, valid_ex = task.model, task.tokenizer, task.train, task.valid
 
     world = accelerator.num_processes

@@ -1,6 +1,7 @@
-"""Step 4, tune: supervised instruction tuning on the curated data.
+"""Step 4, tune: supervised instruction tuning on the curated data, then (with a dpo section) preference tuning.
 
     adhere train adhere.yaml
+    adhere dpo adhere.yaml          # writes workdir/dpo/ the same way, from workdir/train/'s weights
 
 Writes `workdir/train/`: the LoRA adapter in PEFT's format (`adapter/`) or the
 full model (`model/`), each with the tokenizer and the chat template used in
@@ -15,7 +16,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from adhere import runs
 from adhere.generation.weights import weights_folder
@@ -24,40 +25,56 @@ if TYPE_CHECKING:
     from adhere.config import ProjectConfig
 
 Log = Callable[[dict[str, Any]], None]
+# The metrics.jsonl keys TensorBoard plots: the loss and its validation, and DPO's terms (adhere.train.dpo.terms).
+TENSORBOARD_KEYS = ("loss", "valid_loss", "lr", "grad_norm", "tokens_per_s", "dpo_loss", "sft_loss", "reward_accuracy",
+                    "margin", "chosen_logp", "rejected_logp", "chosen_reward", "rejected_reward", "valid_reward_accuracy",
+                    "valid_margin")
 
 
-def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m: None, resume: bool = False) -> Path:
-    """Train and write `workdir/train/`; with `resume`, continue from the latest checkpoint. Returns the folder."""
+def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m: None, resume: bool = False,
+        stage: Literal["train", "dpo"] = "train") -> Path:
+    """Train and write `workdir/<stage>/`; with `resume`, continue from the latest checkpoint. Returns the folder.
+
+    `stage='dpo'` preference-tunes (adhere.yaml's dpo section) from what `train` wrote; see `adhere.train.dpo`.
+    """
     from adhere.errors import UserError
-    from adhere.train import checkpoints
-    from adhere.train.loop import train
+    from adhere.train import checkpoints, dpo, loop
 
-    checkpoint, data_dir = None, config.stage_dir("data")
+    if stage == "dpo":
+        if config.dpo is None:
+            raise UserError("adhere dpo: adhere.yaml has no dpo section; add one (dpo: {beta: 0.1}) to preference-tune")
+        settings, train, inputs, keys = config.dpo, dpo.train, dpo.pair_paths(config), dpo.RESUME_KEYS
+        data_files = list(inputs.values())
+    else:
+        data_dir = config.stage_dir("data")
+        inputs = {name: data_dir / f"{name}.jsonl" for name in ("train", "valid") if (data_dir / f"{name}.jsonl").is_file()}
+        settings, train, keys = config.train, loop.train, checkpoints.RESUME_KEYS
+        data_files = [data_dir / "train.jsonl", data_dir / "valid.jsonl"]  # as sft_task hashes them
+    run_dir, checkpoint = config.stage_dir(stage), None
     if resume:
-        run_dir = config.stage_dir("train")
         checkpoint = checkpoints.latest(run_dir)
         if checkpoint is None:
-            raise UserError(f"nothing to resume: no complete checkpoint in {run_dir / 'checkpoints'} (set train.save_every)")
-        checkpoints.check_compatible(run_dir, config, checkpoint, [data_dir / "train.jsonl", data_dir / "valid.jsonl"])
+            raise UserError(f"nothing to resume: no complete checkpoint in {run_dir / 'checkpoints'} (set {stage}.save_every)")
+        checkpoints.check_compatible(run_dir, config, checkpoint, data_files, keys)
     else:
         # A fresh run: old checkpoints would mislead --resume, and an old summary would say it finished.
-        shutil.rmtree(config.stage_dir("train") / "checkpoints", ignore_errors=True)
-        (config.stage_dir("train") / "summary.json").unlink(missing_ok=True)
-    run_dir = runs.start_stage(config, "train")
-    with tensorboard(config, run_dir, log) as log_all:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        for stale in ("summary.json", dpo.REFERENCE_FILE):
+            (run_dir / stale).unlink(missing_ok=True)
+    run_dir = runs.start_stage(config, stage)
+    with tensorboard(settings, run_dir, log) as log_all:
         summary = train(config, run_dir, log_all, resume=checkpoint)
     runs.write_json_atomic(run_dir / "summary.json", summary)
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
-    inputs = {name: data_dir / f"{name}.jsonl" for name in ("train", "valid") if (data_dir / f"{name}.jsonl").is_file()}
     weights = weights_folder(run_dir, config.train.method)
     runs.write_lineage(run_dir, config, inputs, {"weights": weights, "metrics": run_dir / "metrics.jsonl"})
     return run_dir
 
 
 @contextmanager
-def tensorboard(config: ProjectConfig, run_dir: Path, log: Log) -> Iterator[Log]:
-    """`log`, also writing each metrics line as TensorBoard scalars when train.tensorboard is on (one process)."""
-    if not config.train.tensorboard or os.environ.get("RANK", "0") != "0":
+def tensorboard(settings: Any, run_dir: Path, log: Log) -> Iterator[Log]:
+    """`log`, also writing each metrics line as TensorBoard scalars when `settings.tensorboard` is on (one process)."""
+    if not settings.tensorboard or os.environ.get("RANK", "0") != "0":
         yield log
         return
     try:
@@ -65,11 +82,11 @@ def tensorboard(config: ProjectConfig, run_dir: Path, log: Log) -> Iterator[Log]
     except ImportError:
         from adhere.errors import UserError
 
-        raise UserError("train.tensorboard needs the tensorboard package: pip install 'tensorboard>=2.15,<3'") from None
+        raise UserError(f"{settings.section}.tensorboard needs the tensorboard package: pip install 'tensorboard>=2.15,<3'") from None
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
     def both(metrics: dict[str, Any]) -> None:
-        for key in ("loss", "valid_loss", "lr", "grad_norm", "tokens_per_s"):
+        for key in TENSORBOARD_KEYS:
             if key in metrics:
                 writer.add_scalar(f"train/{key}", metrics[key], metrics["step"])
         log(metrics)

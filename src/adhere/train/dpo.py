@@ -1,0 +1,214 @@
+"""Step 4b, prefer: DPO on preference pairs, in the training loop SFT uses (`loop.run_loop`).
+
+    adhere dpo adhere.yaml        # after `adhere train`; adhere.yaml has a dpo section
+
+Reads workdir/data/pairs.jsonl (and pairs_valid.jsonl), pair records as the data stage writes them:
+`{"messages": [prompt turns, the last from the user], "chosen": {assistant turn}, "rejected": {...}}`.
+Each side is rendered as an ordinary chat record (prompt + that answer) by `models.masking.render`,
+the one loss mask, with the prompt's own assistant turns untrained, so only the answer's tokens
+count; both sides must share the prompt's tokens exactly.
+
+The loss is DPO's (Rafailov et al. 2023), with sequence log-probabilities summed over each answer's
+trained tokens: -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))), plus `sft_weight` times the
+chosen answers' loss per token. The reference is the model training starts from (the SFT adapter
+or model in workdir/train/, else model.base; a new LoRA adapter has its adapter disabled), whose
+log-probabilities are computed once before the first step and kept in run_dir/reference_logps.safetensors,
+so a resumed run reads them rather than needing the starting weights again. Writes workdir/dpo/ as
+`train` writes workdir/train/.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adhere.errors import UserError
+from adhere.generation.weights import find_tuned_weights, weights_folder
+from adhere.models.masking import IGNORE_INDEX, render
+from adhere.train.batches import Example, collate, read_records
+from adhere.train.checkpoints import RESUME_KEYS as SFT_RESUME_KEYS
+from adhere.train.loop import Log, Task, Terms, TokenLoss, run_loop
+from adhere.train.model import build_model
+
+REFERENCE_FILE = "reference_logps.safetensors"
+# Resuming under other values of these would not end where an uninterrupted run ends (see checkpoints.RESUME_KEYS).
+RESUME_KEYS = {"model": SFT_RESUME_KEYS["model"], "train": ("method", "lora"),
+               "dpo": tuple(k for k in SFT_RESUME_KEYS["train"] if k not in ("method", "lora")) + ("beta", "sft_weight")}
+
+
+def pair_paths(config: Any) -> dict[str, Path]:
+    """'pairs' and, when it exists, 'pairs_valid': the data stage's pair files (`data.stage.pair_files`), or
+    workdir/data/pairs.jsonl written by other means (`adhere feedback export --pairs`) without data.pairs."""
+    from adhere.data.stage import pair_files
+
+    found, folder = pair_files(config), config.stage_dir("data")
+    if "pairs" not in found and (folder / "pairs.jsonl").is_file():
+        found = {"pairs": folder / "pairs.jsonl"} | ({"pairs_valid": folder / "pairs_valid.jsonl"}
+                                                      if (folder / "pairs_valid.jsonl").is_file() else {})
+    if "pairs" not in found:
+        raise UserError(f"dpo: no preference pairs in {folder / 'pairs.jsonl'}; list pair files under data.pairs "
+                        "and run `adhere data`, or remove the dpo section")
+    return found
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One preference pair, rendered: the chosen and rejected sides, and the reference's log-probabilities of each."""
+
+    chosen: Example
+    rejected: Example
+    reference: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def input_ids(self) -> list[int]:
+        """The longer side's tokens: what batches.epoch_batches groups pairs by length with."""
+        return max(self.chosen.input_ids, self.rejected.input_ids, key=len)
+
+
+def render_pair(record: dict[str, Any], tokenizer: Any, max_length: int, where: str) -> Pair | None:
+    """Both sides of a pair record as rendered examples, or None when truncation leaves a side nothing to train.
+
+    The prompt's own assistant turns (multi-turn prompts) are context: weight 0. The two renderings must
+    agree token for token up to the answer, or the log-ratios would compare answers to different prompts.
+    """
+    for side in ("chosen", "rejected"):
+        turn = record.get(side)
+        if not isinstance(turn, dict) or turn.get("role") != "assistant" or not isinstance(turn.get("content"), str):
+            raise UserError(f"{where}: '{side}' must be an assistant turn {{\"role\": \"assistant\", \"content\": ...}}; "
+                            "check `adhere data` output")
+    prompt = [{**m, "weight": 0} if m.get("role") == "assistant" else m for m in record.get("messages") or []]
+    if not prompt or prompt[-1].get("role") != "user":
+        raise UserError(f"{where}: 'messages' must be the prompt's turns, the last from the user")
+    sides = [render(tokenizer, prompt + [record[side]], max_length=max_length) for side in ("chosen", "rejected")]
+    if not all(side.trained_tokens for side in sides):
+        return None
+    starts = [next(i for i, label in enumerate(side.labels) if label != IGNORE_INDEX) for side in sides]
+    if starts[0] != starts[1] or sides[0].input_ids[: starts[0]] != sides[1].input_ids[: starts[1]]:
+        raise UserError(f"{where}: the chosen and rejected sides render different prompt tokens with this chat "
+                        "template; each side must be the same prompt followed by one answer")
+    return Pair(*(Example(side.input_ids, side.labels) for side in sides))
+
+
+def build_pairs(path: Path, tokenizer: Any, max_length: int) -> list[Pair]:
+    """Every pair of `path` rendered; pairs truncated to nothing are skipped, but none left is an error."""
+    records = read_records(path)
+    pairs = [render_pair(r, tokenizer, max_length, f"{path}:{n}") for n, r in enumerate(records, start=1)]
+    kept = [p for p in pairs if p is not None]
+    if not kept:
+        detail = "it is empty" if not records else (f"none of its {len(records)} pairs has an answer to train within "
+                                                    f"dpo.max_length ({max_length} tokens)")
+        raise UserError(f"{path}: {detail}; check `adhere data` output (stats.json, rejected.jsonl) or raise dpo.max_length")
+    return kept
+
+
+def collate_pairs(pairs: list[Pair], pad_id: int) -> dict[str, Any]:
+    """One batch of 2 x len(pairs) rows, the chosen sides then the rejected ones, and the reference log-probs [pairs, 2]."""
+    batch = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+    return batch | {"reference": torch.tensor([p.reference for p in pairs], dtype=torch.float32)}
+
+
+def count_pairs(batch: dict[str, Any]) -> dict[str, int]:
+    """Pairs (those with a trained token), chosen answers' trained tokens, and all trained tokens of a batch."""
+    trained = batch["targets"] != IGNORE_INDEX
+    chosen = trained[: len(batch["reference"])]
+    return {"pairs": int(chosen.any(1).sum()), "chosen_tokens": int(chosen.sum()), "tokens": int(trained.sum())}
+
+
+def blank_pair(pair: Pair) -> Pair:
+    """A pair that trains nothing (a process's share of a short last batch)."""
+    return Pair(*(Example(e.input_ids, [IGNORE_INDEX] * len(e.labels)) for e in (pair.chosen, pair.rejected)))
+
+
+def terms(sft_weight: float) -> Terms:
+    """The loss terms and what is logged beside them: means per pair, and the SFT term per chosen token."""
+    logged = ("reward_accuracy", "margin", "chosen_logp", "rejected_logp", "chosen_reward", "rejected_reward")
+    return {"dpo_loss": ("pairs", 1.0), "sft_loss": ("chosen_tokens", sft_weight), **{k: ("pairs", 0.0) for k in logged}}
+
+
+class DpoLoss(TokenLoss):
+    """DPO's sums over a batch of pairs, from the model's own forward (TokenLoss: logits at trained positions only)."""
+
+    def __init__(self, inner: Any, beta: float) -> None:
+        super().__init__(inner)
+        self.beta = beta
+
+    def forward(self, input_ids: Any, attention_mask: Any, targets: Any, reference: Any) -> dict[str, Any]:
+        logps, nll, rows = self.sequence_logps(input_ids, attention_mask, targets)
+        n = len(reference)
+        real = (targets[:n] != IGNORE_INDEX).any(1)  # a blank pair counts for nothing
+        chosen_reward = self.beta * (logps[:n] - reference[:, 0])
+        rejected_reward = self.beta * (logps[n:] - reference[:, 1])
+        margin = chosen_reward - rejected_reward
+        stats = {"reward_accuracy": (margin > 0).float(), "margin": margin, "chosen_logp": logps[:n],
+                 "rejected_logp": logps[n:], "chosen_reward": chosen_reward, "rejected_reward": rejected_reward}
+        # Sums: the loop divides dpo_loss and the logged means by the pairs of the accumulated batch, and
+        # sft_loss (the chosen answers' summed token losses) by their trained tokens.
+        return {"dpo_loss": (-torch.nn.functional.logsigmoid(margin) * real).sum(), "sft_loss": nll[rows < n].sum(),
+                **{k: (v.detach() * real).sum() for k, v in stats.items()}}
+
+    def sequence_logps(self, input_ids: Any, attention_mask: Any, targets: Any) -> tuple[Any, Any, Any]:
+        """(each row's log-probability summed over its trained tokens, each trained token's loss, its row)."""
+        nll, keep = self.token_nll(input_ids, attention_mask, targets)
+        rows = keep.nonzero()[:, 0]  # row-major, the order of targets[keep]
+        return torch.zeros(len(input_ids), device=nll.device).index_add(0, rows, -nll), nll, rows
+
+
+def reference_logps(model: Any, pairs: list[Pair], batch_size: int, pad_id: int, accelerator: Any,
+                    disable_adapter: bool) -> torch.Tensor:
+    """[pairs, 2]: the log-probability of each chosen and rejected answer under `model` as it is now (eval mode,
+    the training precision); with `disable_adapter`, under its base model (PEFT's `disable_adapter()`)."""
+    scorer, out = DpoLoss(model, beta=1.0).to(accelerator.device), []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), accelerator.autocast(), model.disable_adapter() if disable_adapter else nullcontext():
+        for start in range(0, len(pairs), batch_size):
+            batch = {k: v.to(accelerator.device) for k, v in collate_pairs(pairs[start : start + batch_size], pad_id).items()}
+            logps = scorer.sequence_logps(batch["input_ids"], batch["attention_mask"], batch["targets"])[0].float().cpu()
+            out.append(torch.stack(logps.chunk(2), dim=1))
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros((0, 2))
+
+
+def with_reference(pairs: dict[str, list[Pair]], model: Any, settings: Any, pad_id: int, accelerator: Any,
+                   run_dir: Path, disable_adapter: bool) -> dict[str, list[Pair]]:
+    """`pairs` with their reference log-probabilities: read from run_dir (a resumed run), else computed once and saved.
+
+    Kept on disk because after a step the starting weights are gone from memory (a continued adapter has
+    moved); a fresh run deletes the file first (train.stage.run), a resume checks the pair files did not change.
+    """
+    from safetensors.torch import load_file, save_file
+
+    path = run_dir / REFERENCE_FILE
+    if path.is_file():
+        saved = load_file(path)
+    else:
+        saved = {name: reference_logps(model, items, settings.batch_size, pad_id, accelerator, disable_adapter)
+                 for name, items in pairs.items()}
+        if accelerator.is_main_process:
+            save_file({k: v.contiguous() for k, v in saved.items()}, path)
+    return {name: [replace(p, reference=tuple(saved[name][i].tolist())) for i, p in enumerate(items)]
+            for name, items in pairs.items()}
+
+
+def dpo_task(config: Any, accelerator: Any, run_dir: Path) -> Task:
+    """DPO from the SFT weights (workdir/train/, else model.base) on the pair files; the loop's Task."""
+    dc = config.dpo
+    files = pair_paths(config)
+    start = find_tuned_weights(config, "train")
+    model, tokenizer = build_model(config.model, config.train, accelerator.device.type, loop=dc, start=start)
+    pairs = {name: build_pairs(path, tokenizer, dc.max_length) for name, path in files.items()}
+    pad_id = tokenizer.pad_token_id
+    fresh_adapter = config.train.method == "lora" and start is None  # the reference is the base model under it
+    pairs = with_reference(pairs, model, dc, pad_id, accelerator, run_dir, fresh_adapter)
+    return Task(dc, model, tokenizer, DpoLoss(model, dc.beta), terms(dc.sft_weight), pairs["pairs"],
+                pairs.get("pairs_valid", []), collate=lambda items: collate_pairs(items, pad_id), count=count_pairs,
+                blank=blank_pair, data_files=list(files.values()), out=weights_folder(run_dir, config.train.method))
+
+
+def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | None = None) -> dict[str, Any]:
+    """Preference-tune as adhere.yaml's dpo section says (`dpo_task`); see `loop.run_loop`."""
+    return run_loop(config, config.dpo, dpo_task, run_dir, log, resume)
