@@ -18,7 +18,7 @@ import pytest
 from adhere.errors import UserError
 from adhere.generation.refs import ModelRef
 from adhere.generation import GenerationParams, VllmBackend, VllmConfig
-from adhere.generation.server_process import ServerProcess, free_port
+from adhere.generation.server_process import ServerProcess, free_port, group_alive
 from adhere.models.config import ModelConfig
 
 FAKE_SERVER = Path(__file__).with_name("fake_vllm.py")
@@ -74,6 +74,27 @@ def test_server_starts_becomes_ready_and_stops_with_its_children(tmp_path: Path,
     assert not alive(leader) and not alive(child)  # the whole process group, not only the server
     log = (tmp_path / "logs" / "fake.log").read_text()
     assert log.startswith(f"$ {sys.executable} {FAKE_SERVER} --port") and "fake vLLM starting" in log
+
+
+def test_a_server_outlives_no_adhere_that_was_killed(tmp_path: Path, fake: Path) -> None:
+    """SIGKILL of adhere itself (no stop(), no finally): the watchdog at the head of the group ends the server."""
+    import signal
+    import subprocess
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from test_vllm_process import server; "
+        "from pathlib import Path; s = server(Path(sys.argv[2])); s.start(); print(s.process.pid, flush=True); "
+        "time.sleep(600)"), str(Path(__file__).parent), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    group = int(parent.stdout.readline())
+    leader, child = pids(fake)
+    assert group_alive(group) and alive(leader) and alive(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while group_alive(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not group_alive(group) and not alive(leader) and not alive(child)
 
 
 def test_crash_on_start_is_an_error_with_the_log_tail_and_leaves_nothing(tmp_path: Path, fake: Path,

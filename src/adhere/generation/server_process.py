@@ -6,7 +6,9 @@
 
 The process starts in its own session, so it and its children (vLLM's engine core and worker)
 form one process group: stopping sends SIGTERM to the whole group, waits, then SIGKILL, so
-nothing is left running after success, an error or Ctrl-C. Its stdout and stderr go to the log
+nothing is left running after success, an error or Ctrl-C. Should adhere itself be killed
+(SIGKILL, out of memory), a watchdog at the head of the group notices: it holds the read end of
+a pipe whose write end only adhere holds, and when the kernel closes that end it ends the group. Its stdout and stderr go to the log
 file; a server that exits or never becomes ready is a UserError that quotes the log's last lines.
 Used by the vllm engine (`adhere.generation.vllm`); nothing here knows about vLLM.
 """
@@ -17,6 +19,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +31,26 @@ from adhere.errors import UserError
 TAIL_LINES = 25  # of the server's log quoted in an error: a Python traceback's last frames and its message
 POLL_S = 0.5  # between readiness checks; vLLM on 2 cores takes 30-110 s to start, so 0.5 s costs nothing
 STOP_GRACE_S = 20.0  # after SIGTERM; vLLM shuts its engine core and worker down in about 3 s on 2 cores
+# Runs the server as its child, in the server's process group, and ends the group once the pipe from
+# adhere reaches end of file: adhere exited without stop(). It exits with the server's exit code.
+WATCHDOG = """import os, signal, subprocess, sys, threading, time
+def orphaned():
+    while os.read(int(sys.argv[1]), 1):
+        pass
+    os.killpg(0, signal.SIGTERM)
+    time.sleep(%(grace)s)
+    os.killpg(0, signal.SIGKILL)
+threading.Thread(target=orphaned, daemon=True).start()
+# stop() sends the group SIGTERM: the server shuts down, and this exits when it has (a no-op handler,
+# not SIG_IGN, which the server would inherit)
+signal.signal(signal.SIGTERM, lambda *_: None)
+server = subprocess.Popen(sys.argv[2:])
+while True:
+    try:
+        code = server.wait()
+        sys.exit(128 - code if code < 0 else code)  # killed by signal N: 128 + N, as a shell reports it
+    except InterruptedError:
+        pass""" % {"grace": STOP_GRACE_S}
 
 
 class ServerProcess:
@@ -39,6 +62,7 @@ class ServerProcess:
         self.argv, self.log_path, self.ready_url, self.name = argv, log_path, ready_url, name
         self.timeout_s, self.env, self.hint = timeout_s, dict(env) if env is not None else None, hint
         self.process: subprocess.Popen[bytes] | None = None
+        self._lifeline: int | None = None  # the pipe's write end: closed by stop(), or by the kernel if adhere dies
         self.start_seconds = 0.0  # how long the last start took until ready
 
     def __enter__(self) -> ServerProcess:
@@ -52,16 +76,23 @@ class ServerProcess:
         """Start the server and return once `ready_url` answers 200; UserError (and nothing left running) if not."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
+        if not os.access(self.argv[0], os.X_OK) or os.path.isdir(self.argv[0]):
+            raise UserError(f"cannot start {self.name}: {self.argv[0]} is not an executable file. {self.hint}".strip())
+        watch, self._lifeline = os.pipe()  # both ends close-on-exec; only the read end is passed on
         with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
             log.write(f"$ {' '.join(self.argv)}\n".encode())
             log.flush()
             try:
                 self.process = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                    [sys.executable, "-c", WATCHDOG, str(watch), *self.argv], stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, env=self.env, pass_fds=(watch,),
                     start_new_session=True,  # its own process group: stop() signals the server and its children
                 )
-            except OSError as exc:  # the executable is missing or not executable
+            except OSError as exc:  # adhere's own Python cannot start (out of processes, out of memory)
+                self._close_lifeline()
                 raise UserError(f"cannot start {self.name} ({self.argv[0]}): {exc}. {self.hint}".strip()) from None
+            finally:
+                os.close(watch)
         try:
             self._wait_ready(started)
         except BaseException:  # not ready, timed out, Ctrl-C while waiting: leave nothing behind
@@ -96,6 +127,7 @@ class ServerProcess:
     def stop(self) -> None:
         """SIGTERM to the whole process group, SIGKILL to what is left after STOP_GRACE_S; safe to call twice."""
         process, self.process = self.process, None
+        self._close_lifeline()
         if process is None:
             return
         group = process.pid  # start_new_session made the server the leader of its own group
@@ -111,6 +143,11 @@ class ServerProcess:
             _signal_group(group, signal.SIGKILL)
         if process.poll() is None:
             process.wait(timeout=5)
+
+    def _close_lifeline(self) -> None:
+        lifeline, self._lifeline = self._lifeline, None
+        if lifeline is not None:
+            os.close(lifeline)
 
     @property
     def running(self) -> bool:
