@@ -212,6 +212,10 @@ def test_with_a_dpo_section_tuned_means_dpo_and_sft_names_the_supervised_weights
     assert [s.name for s in pipeline.stages(config)] == ["spec", "data", "baseline", "train", "dpo", "eval"]
     assert "dpo" not in [s.name for s in pipeline.stages(load_config(path, ["dpo=null"]))]
     assert find_tuned_weights(load_config(path, ["dpo=null"])) == config.stage_dir("train") / "adapter"
+    # the dpo stage is redone when the SFT weights it starts from change
+    before = pipeline.fingerprint(pipeline.DPO, config)
+    (config.stage_dir("train") / "adapter" / "adapter_model.safetensors").write_bytes(b"new")
+    assert pipeline.fingerprint(pipeline.DPO, config) != before
 
 
 def test_bad_input_is_a_clear_error_before_training(tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture[str],

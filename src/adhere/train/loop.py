@@ -1,8 +1,10 @@
-"""The training loop: supervised tuning with loss on assistant tokens only, on accelerate.
+"""The training loop: supervised tuning with loss on assistant tokens only, and DPO, on accelerate.
 
-Reads top to bottom: build the model and examples, the optimizer and schedule,
-then for each optimizer step run `grad_accum` micro-steps and step. LoRA and
-full fine-tuning share it; they differ only in `train.model.build_model`.
+Reads top to bottom (`run_loop`): build the task (model and items), the optimizer and schedule,
+then for each optimizer step run `grad_accum` micro-steps and step. LoRA and full fine-tuning
+share it; they differ only in `train.model.build_model`. Supervised tuning (`sft_task`) and
+preference tuning (`train.dpo.dpo_task`) share it too; they differ in the `Task`: what a batch
+holds, and the loss terms with what each is normalised by.
 """
 
 from __future__ import annotations
