@@ -200,7 +200,7 @@ def test_a_port_in_use_is_an_error_before_anything_starts(tmp_path: Path, fake: 
 
 
 def test_engine_vllm_is_for_models_adhere_runs_not_endpoints() -> None:
-    with pytest.raises(ValueError, match="engine 'vllm' applies to kinds base, tuned and folder"):
+    with pytest.raises(ValueError, match="engine 'vllm' applies to kinds base, tuned, sft and folder"):
         ModelRef.model_validate({"name": "api", "kind": "endpoint", "engine": "vllm",
                                  "endpoint": {"base_url": "http://localhost:8000/v1", "model": "m"}})
     assert ModelRef.model_validate("base").engine == "local"  # the embedded Hugging Face engine stays the default
