@@ -7,6 +7,7 @@
     adhere synth adhere.yaml      # step 2, synthetic: instruction data from a teacher model
     adhere data adhere.yaml       # step 2: validate and curate the data
     adhere train adhere.yaml      # step 4: tune
+    adhere self-pairs adhere.yaml # step 4b, with dpo.self_pairs: pairs from the tuned model's own graded answers
     adhere dpo adhere.yaml        # step 4b, with a dpo section: preference-tune the tuned model on pairs
     adhere eval adhere.yaml       # step 5: base vs tuned, with report.html
     adhere export adhere.yaml     # merged model folder for transformers, vLLM, ...
@@ -242,13 +243,34 @@ def train(
     _train_stage(config, "train", resume)
 
 
+@app.command("self-pairs")
+def self_pairs(path: ConfigPath, overrides: Overrides = None) -> None:
+    """Step 4b: pairs from the SFT model's own answers, graded against the references (dpo.self_pairs); writes workdir/self_pairs/."""
+    import adhere.self_pairs
+
+    run_dir = adhere.self_pairs.run(_load(path, overrides), log=lambda message: err.print(escape(message), highlight=False))
+    stats = json.loads((run_dir / "stats.json").read_text())
+    usage = stats["sampling"]
+    out.print(f"{stats['prompts']} prompts: [green]{stats['kept']} pairs kept[/] ({stats['pairs_valid']} held out), "
+              f"[yellow]{stats['dropped']} dropped[/]; mean score of samples {stats['mean_sample_score']}, of references "
+              f"{stats['mean_reference_score']}; {usage['calls']} answers sampled, {usage['cached']} from the cache")
+    if stats["dropped_by_rule"]:
+        table = Table("rule", "count", title="dropped (reasons per prompt in rejected.jsonl)", title_justify="left")
+        for rule, count in stats["dropped_by_rule"].items():
+            table.add_row(rule, str(count))
+        out.print(table)
+    if usage["stopped"]:
+        out.print(f"[yellow]stopped early[/]: {escape(usage['stopped'])}; what was made is kept, and a rerun resumes")
+    out.print(f"Wrote {run_dir}/: pairs.jsonl, rejected.jsonl, stats.json; `adhere dpo` trains on them")
+
+
 @app.command()
 def dpo(
     path: ConfigPath,
     overrides: Overrides = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint (dpo.save_every).")] = False,
 ) -> None:
-    """Step 4b: preference-tune (DPO) the model `adhere train` wrote on workdir/data/pairs.jsonl; writes workdir/dpo/."""
+    """Step 4b: preference-tune (DPO) the model `adhere train` wrote on its pairs (data.pairs, dpo.self_pairs); writes workdir/dpo/."""
     _train_stage(_load(path, overrides), "dpo", resume)
 
 
@@ -288,7 +310,7 @@ def _train_stage(config, stage: str, resume: bool) -> None:  # config: ProjectCo
 def run(
     path: ConfigPath,
     overrides: Overrides = None,
-    force: Annotated[list[str] | None, typer.Option("--force", help="Redo this stage even if it is current (repeatable): synth, spec, data, baseline, train, dpo, eval.")] = None,
+    force: Annotated[list[str] | None, typer.Option("--force", help="Redo this stage even if it is current (repeatable): synth, spec, data, baseline, train, self_pairs, dpo, eval.")] = None,
     serve: Annotated[bool, typer.Option("--serve", help="Then serve the tuned model (adhere serve).")] = False,
 ) -> None:
     """All steps: (synth,) spec, data, baseline eval, train, eval; skips what is current; prints base vs tuned."""

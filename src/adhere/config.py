@@ -80,6 +80,19 @@ class ProjectConfig(Section):
                            "or set it above 0, or remove train.eval_every")
         return self
 
+    @model_validator(mode="after")
+    def _self_pairs_item(self) -> ProjectConfig:
+        pairs = self.dpo.self_pairs if self.dpo is not None else None
+        if pairs is None or pairs.grader != "item_f1":
+            return self
+        if not self.eval.item_f1:
+            raise error_at(("dpo", "self_pairs", "grader"), "is 'item_f1' (the default), but eval.item_f1 is empty: add "
+                           "an entry (e.g. suggestion: {list: suggestions, key: [line, rule]}) or set grader: rouge_l")
+        if pairs.item and pairs.item not in self.eval.item_f1:
+            raise error_at(("dpo", "self_pairs", "item"), f"no eval.item_f1 entry {pairs.item!r}; known: "
+                           f"{', '.join(self.eval.item_f1)}")
+        return self
+
     def stage_dir(self, stage: str) -> Path:
         """`workdir/<stage>/`, where that stage writes its outputs."""
         return Path(self.workdir) / stage

@@ -1,6 +1,6 @@
 """The main job: all steps in order, each redone only when what it is made from changed.
 
-    adhere run adhere.yaml                  # (synth ->) spec -> data -> baseline -> train (-> dpo) -> eval
+    adhere run adhere.yaml                  # (synth ->) spec -> data -> baseline -> train (-> self_pairs -> dpo) -> eval
     adhere run adhere.yaml --force train    # redo training (and what depends on it)
     adhere run adhere.yaml --serve          # then serve the tuned model
 
@@ -101,6 +101,13 @@ def _dpo_inputs(config: ProjectConfig) -> dict[str, Path]:
     return pair_paths(config) | ({"sft_weights": sft} if sft else {}) | _template(config)
 
 
+def _self_pairs_inputs(config: ProjectConfig) -> dict[str, Path]:
+    """train.jsonl and the SFT weights that answer (self_pairs.stage.input_files)."""
+    from adhere.self_pairs.stage import input_files
+
+    return input_files(config) | _template(config)
+
+
 # The data stage reads train.max_length (its token filter drops what training would truncate) and
 # train.eval_every (with it, data.validation_fraction's automatic 5% validation split); its inputs
 # include every benchmark of eval.suites, which it decontaminates against.
@@ -119,13 +126,16 @@ SYNTH = Stage("synth", "Generate synthetic data", ("spec", "model", "synth"), _s
 # Run after train, and only when adhere.yaml has a dpo section; its weights are then the tuned model eval compares.
 DPO = Stage("dpo", "Preference-tune (DPO)", ("spec", "model", "train.method", "train.lora", "dpo"), _dpo_inputs,
             ("summary.json",))
-OPTIONAL = (SYNTH.name, DPO.name)
+# Run before dpo, and only with dpo.self_pairs: the SFT model's own answers, graded, as pairs dpo reads.
+SELF_PAIRS = Stage("self_pairs", "Pair the model's own answers", ("spec", "model", "eval.item_f1", "dpo.self_pairs"),
+                   _self_pairs_inputs, ("pairs.jsonl", "stats.json"))
+OPTIONAL = (SYNTH.name, SELF_PAIRS.name, DPO.name)
 
 
 def stages(config: ProjectConfig) -> tuple[Stage, ...]:
     """The stages `config` runs, in order: STAGES, after SYNTH when there is a synth section, DPO after train
-    when there is a dpo section."""
-    dpo = (DPO,) if config.dpo is not None else ()
+    when there is a dpo section, preceded by SELF_PAIRS when it has self_pairs."""
+    dpo = () if config.dpo is None else (SELF_PAIRS, DPO) if config.dpo.self_pairs is not None else (DPO,)
     cut = NAMES.index("train") + 1
     return ((SYNTH,) if config.synth is not None else ()) + STAGES[:cut] + dpo + STAGES[cut:]
 
@@ -223,6 +233,8 @@ def _run_stage(name: str, config: ProjectConfig, report: Reporter, resume: bool)
         if not stats["train"]:
             raise UserError(f"data: no training example left of {stats['rows_in']} rows; see {folder / 'rejected.jsonl'}")
         report("log", {"message": f"{stats['rows_in']} rows in: {split_counts(stats)}, {stats['rejected']} rejected"})
+    elif name == "self_pairs":
+        _run_self_pairs(config, report)
     elif name in ("train", "dpo"):
         from adhere.train import run as train_run
 
@@ -250,3 +262,12 @@ def _run_synth(config: ProjectConfig, report: Reporter) -> None:
     report("log", {"message": f"{stats['kept']} synthetic records kept of {stats['candidates']} candidates"})
     if str(folder / "synth.jsonl") not in {s.path for s in config.data.sources}:
         report("log", {"message": f"note: {folder / 'synth.jsonl'} is not in data.sources, so nothing trains on it"})
+
+
+def _run_self_pairs(config: ProjectConfig, report: Reporter) -> None:
+    from adhere.self_pairs import run as self_pairs_run
+
+    folder = self_pairs_run(config, log=lambda message: report("log", {"message": message}))
+    stats = json.loads((folder / "stats.json").read_text())
+    report("log", {"message": f"{stats['kept']} pairs kept of {stats['prompts']} prompts (mean sample score "
+                              f"{stats['mean_sample_score']}, reference {stats['mean_reference_score']})"})

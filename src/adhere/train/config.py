@@ -11,6 +11,7 @@ from typing import ClassVar, Literal
 from pydantic import model_validator
 
 from adhere.config_fields import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, Section, error_at
+from adhere.self_pairs.config import SelfPairsConfig
 
 
 class LoraConfig(Section):
@@ -106,7 +107,8 @@ class TrainConfig(LoopConfig, MethodConfig):  # pydantic orders fields from the 
 
 
 class DpoConfig(LoopConfig):
-    """Preference tuning (DPO) on workdir/data/pairs.jsonl, after `train`; LoRA or full as train.method says.
+    """Preference tuning (DPO) on workdir/data/pairs.jsonl and workdir/self_pairs/pairs.jsonl, after `train`; LoRA or
+    full as train.method says.
 
     It starts from the supervised weights in workdir/train/ when they exist (LoRA continues that
     adapter), else from model.base, and that starting model is the reference.
@@ -132,3 +134,6 @@ class DpoConfig(LoopConfig):
     end; the best weights (by that loss) are the ones written."""
     save_every: PositiveInt | None = None
     """Write a checkpoint every this many steps, for `adhere dpo --resume`."""
+    self_pairs: SelfPairsConfig | None = None
+    """Pairs from the model's own graded answers (`adhere self-pairs`, run before dpo), trained beside
+    workdir/data/pairs.jsonl; absent means none."""

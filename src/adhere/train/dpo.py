@@ -2,7 +2,8 @@
 
     adhere dpo adhere.yaml        # after `adhere train`; adhere.yaml has a dpo section
 
-Reads workdir/data/pairs.jsonl (and pairs_valid.jsonl), pair records as the data stage writes them:
+Reads workdir/data/pairs.jsonl (and pairs_valid.jsonl), and with dpo.self_pairs workdir/self_pairs/pairs.jsonl
+(and pairs_valid.jsonl; `adhere self-pairs`), pair records as the data stage writes them:
 `{"messages": [prompt turns, the last from the user], "chosen": {assistant turn}, "rejected": {...}}`.
 Each side is rendered as an ordinary chat record (prompt + that answer) by `models.masking.render`,
 the one loss mask, with the prompt's own assistant turns untrained, so only the answer's tokens
@@ -41,17 +42,26 @@ RESUME_KEYS = {"model": SFT_RESUME_KEYS["model"], "train": ("method", "lora"),
 
 
 def pair_paths(config: Any) -> dict[str, Path]:
-    """'pairs' and, when it exists, 'pairs_valid': the data stage's pair files (`data.stage.pair_files`), or
-    workdir/data/pairs.jsonl written by other means (`adhere feedback export --pairs`) without data.pairs."""
+    """Every pair file DPO reads, by name: 'pairs' and, when it exists, 'pairs_valid' (the data stage's,
+    `data.stage.pair_files`, or workdir/data/pairs.jsonl written by `adhere feedback export --pairs` without
+    data.pairs); with dpo.self_pairs, 'self_pairs' and 'self_pairs_valid' (workdir/self_pairs/). Names ending
+    in '_valid' are held out for reward accuracy, the others train."""
     from adhere.data.stage import pair_files
 
     found, folder = pair_files(config), config.stage_dir("data")
     if "pairs" not in found and (folder / "pairs.jsonl").is_file():
         found = {"pairs": folder / "pairs.jsonl"} | ({"pairs_valid": folder / "pairs_valid.jsonl"}
                                                       if (folder / "pairs_valid.jsonl").is_file() else {})
-    if "pairs" not in found:
+    if config.dpo is not None and config.dpo.self_pairs is not None:
+        own = config.stage_dir("self_pairs")
+        if not (own / "pairs.jsonl").is_file():
+            raise UserError(f"dpo.self_pairs is set but {own / 'pairs.jsonl'} does not exist; run "
+                            f"`adhere self-pairs {config.name}` first (`adhere run` does)")
+        found |= {"self_pairs": own / "pairs.jsonl"} | ({"self_pairs_valid": own / "pairs_valid.jsonl"}
+                                                        if (own / "pairs_valid.jsonl").is_file() else {})
+    if not found:
         raise UserError(f"dpo: no preference pairs in {folder / 'pairs.jsonl'}; list pair files under data.pairs "
-                        "and run `adhere data`, or remove the dpo section")
+                        "and run `adhere data`, or add dpo.self_pairs, or remove the dpo section")
     return found
 
 
@@ -204,8 +214,10 @@ def dpo_task(config: Any, accelerator: Any, run_dir: Path) -> Task:
     pad_id = tokenizer.pad_token_id
     fresh_adapter = config.train.method == "lora" and start is None  # the reference is the base model under it
     pairs = with_reference(pairs, model, dc, pad_id, accelerator, run_dir, fresh_adapter)
-    return Task(dc, model, tokenizer, DpoLoss(model, dc.beta), terms(dc.sft_weight), pairs["pairs"],
-                pairs.get("pairs_valid", []), collate=lambda items: collate_pairs(items, pad_id), count=count_pairs,
+    train = [p for name, items in pairs.items() if not name.endswith("_valid") for p in items]
+    valid = [p for name, items in pairs.items() if name.endswith("_valid") for p in items]
+    return Task(dc, model, tokenizer, DpoLoss(model, dc.beta), terms(dc.sft_weight), train,
+                valid, collate=lambda items: collate_pairs(items, pad_id), count=count_pairs,
                 blank=blank_pair, data_files=list(files.values()), out=weights_folder(run_dir, config.train.method))
 
 
