@@ -5,9 +5,10 @@
 
 Load: 32 concurrent async `openai` clients, each sending `--requests` chat completions one after the
 other (half of them streamed), greedy, up to 64 new tokens, to `adhere serve` on the embedded
-SmolLM2-135M-Instruct (float32), once with serve.engine vllm and once with serve.engine local,
-serve.batch_size 8 for both (vLLM's --max-num-seqs; the local engine's batch). Per engine:
-requests/s over the wall time, p50 and p99 latency from the clients' side, and errors.
+SmolLM2-135M-Instruct (float32), with serve.engine vllm and with serve.engine local, serve.batch_size
+8 for both (vLLM's --max-num-seqs; the local engine's batch). Both servers stay up and take turns,
+`--load-rounds` times, so other load on the machine falls on both alike. Per engine: requests/s over
+its wall time, p50 and p99 latency from the clients' side, and errors.
 
 Overhead: the gateway's vLLM server, called directly (its own /v1/chat/completions, with the same
 rendered chat template and stop tokens) and through the gateway (keys, limits, monitor.db, the
@@ -67,9 +68,10 @@ def load(url: str, clients: int, requests: int) -> dict[str, Any]:
             try:
                 if (worker + n) % 2:
                     [_ async for _ in await api.chat.completions.create(
-                        model="bench", messages=messages, max_tokens=MAX_TOKENS, stream=True)]
+                        model="bench", messages=messages, max_tokens=MAX_TOKENS, temperature=0, stream=True)]
                 else:
-                    await api.chat.completions.create(model="bench", messages=messages, max_tokens=MAX_TOKENS)
+                    await api.chat.completions.create(model="bench", messages=messages, max_tokens=MAX_TOKENS,
+                                                      temperature=0)
             except Exception as exc:  # noqa: BLE001  (counted and shown: the target is zero)
                 errors.append(f"{type(exc).__name__}: {exc}")
                 continue
@@ -86,7 +88,16 @@ def load(url: str, clients: int, requests: int) -> dict[str, Any]:
     ordered = sorted(latencies) or [math.nan]
     rank = lambda q: ordered[max(0, math.ceil(q * len(ordered)) - 1)]
     return {"n": clients * requests, "ok": len(latencies), "errors": errors, "elapsed": elapsed,
-            "rps": len(latencies) / elapsed, "p50": rank(0.5), "p99": rank(0.99)}
+            "rps": len(latencies) / elapsed, "p50": rank(0.5), "p99": rank(0.99), "latencies": latencies}
+
+
+def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Load runs of one engine as one: requests and time summed, latency percentiles over every request."""
+    latencies = sorted(x for r in results for x in r["latencies"]) or [math.nan]
+    rank = lambda q: latencies[max(0, math.ceil(q * len(latencies)) - 1)]
+    elapsed, ok = sum(r["elapsed"] for r in results), sum(r["ok"] for r in results)
+    return {"n": sum(r["n"] for r in results), "ok": ok, "errors": [e for r in results for e in r["errors"]],
+            "elapsed": elapsed, "rps": ok / elapsed, "p50": rank(0.5), "p99": rank(0.99)}
 
 
 def overhead(gateway: Any, rounds: int) -> dict[str, Any]:
@@ -105,7 +116,9 @@ def overhead(gateway: Any, rounds: int) -> dict[str, Any]:
         for way in (("direct", "gateway") if i % 2 == 0 else ("gateway", "direct")):
             api, model, body = (direct, "adhere", extra) if way == "direct" else (through, "bench", None)
             started = time.perf_counter()
-            out = api.chat.completions.create(model=model, messages=messages, max_tokens=MAX_TOKENS, extra_body=body)
+            # temperature 0 sent both ways: without it vLLM samples with generation_config.json's settings
+            out = api.chat.completions.create(model=model, messages=messages, max_tokens=MAX_TOKENS, temperature=0,
+                                              extra_body=body)
             times[way].append(time.perf_counter() - started)
             answers[way] = out.choices[0].message.content
             tokens += out.usage.completion_tokens if way == "direct" else 0
@@ -126,7 +139,8 @@ def report(runs: dict[str, dict[str, Any]], over: dict[str, Any], clients: int, 
          f"core). SmolLM2-135M-Instruct (embedded, float32), greedy, up to {MAX_TOKENS} new tokens, serve.batch_size "
          "8. Clients and gateway share one process."),
         "",
-        f"Load: {clients} concurrent `openai` clients, {requests} requests each, half streamed.",
+        (f"Load: {clients} concurrent `openai` clients, {requests} requests each, half streamed; both gateways up, "
+         "taking turns round after round."),
         "",
         "| serve.engine | requests | errors | wall time | requests / s | p50 latency | p99 latency |",
         "|---|---|---|---|---|---|---|",
@@ -154,22 +168,28 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=2, help="requests per client, one after the other")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the 8 prompts for the overhead")
+    parser.add_argument("--load-rounds", type=int, default=2, help="load runs per engine, taking turns")
     parser.add_argument("--no-docs", action="store_true", help="print the table only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
-    runs: dict[str, dict[str, Any]] = {}
+    # Both gateways stay up and take turns, round after round, so a change in the machine's load (other
+    # jobs on a shared box) falls on both engines alike; each engine's rounds are pooled.
+    rounds: dict[str, list[dict[str, Any]]] = {"vllm": [], "local": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for engine in ("vllm", "local"):
-            root = Path(tmp) / engine
-            root.mkdir()
-            gateway = server(root, engine)
-            try:
-                runs[engine] = load(gateway.url, args.clients, args.requests)
-                print(engine, {k: v for k, v in runs[engine].items() if k != "errors"}, runs[engine]["errors"][:3])
-                if engine == "vllm":
-                    over = overhead(gateway, args.rounds)
-            finally:
+        gateways = {}
+        try:
+            for engine in rounds:
+                (Path(tmp) / engine).mkdir()
+                gateways[engine] = server(Path(tmp) / engine, engine)
+            for _ in range(args.load_rounds):
+                for engine, gateway in gateways.items():
+                    rounds[engine].append(load(gateway.url, args.clients, args.requests))
+                    print(engine, {k: v for k, v in rounds[engine][-1].items() if k not in ("errors", "latencies")})
+            over = overhead(gateways["vllm"], args.rounds)
+        finally:
+            for gateway in gateways.values():
                 gateway.stop()
-    table = report(runs, over, args.clients, args.requests)
+    runs = {engine: pooled(results) for engine, results in rounds.items()}
+    table = report(runs, over, args.clients, args.requests * args.load_rounds)
     print(table)
     if not args.no_docs:
         write_block(HEADING, BEGIN, END, table)

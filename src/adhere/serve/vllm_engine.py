@@ -83,7 +83,8 @@ class VllmEngine:
 
     def encode(self, chat: list[dict[str, str]]) -> list[int]:
         """Prompt token ids, rendered with the chat template of training."""
-        return self.backend.encode(chat)
+        with self._lock:  # handlers encode in threads; a fast tokenizer refuses concurrent use (see Engine)
+            return self.backend.encode(chat)
 
     def depth(self) -> int:
         """Requests vLLM holds waiting: those beyond its --max-num-seqs (serve.batch_size)."""
