@@ -152,7 +152,11 @@ def test_a_short_run_learns_the_preference_on_held_out_prompts(tmp_path: Path, t
     path = make_project(tmp_path, tiny_dir, "  beta: 0.5\n  sft_weight: 0\n  lr: 0.01\n  max_steps: 12\n  batch_size: 3\n"
                         "  warmup_ratio: 0\n  eval_every: 4\n  precision: fp32\n  seed: 3\n",
                         yes_no_pairs(QUESTIONS[:6]), yes_no_pairs(QUESTIONS[6:]))
-    run_dir = adhere.train.run(load_config(path), stage="dpo")
+    logged: list[dict] = []
+    run_dir = adhere.train.run(load_config(path), log=logged.append, stage="dpo")
+    # The reference pass reports its progress before the first step: 6 train + 2 held-out pairs, 3 at a time.
+    reference = [(m["done"], m["total"]) for m in logged if m.get("phase") == "reference"]
+    assert reference == [(3, 8), (6, 8), (8, 8)] and "phase" not in logged[-1]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     # Pinned: a new adapter starts as the base model, which is the reference, so every margin is 0 and the loss ln 2.
     assert metrics[0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-5) and metrics[0]["reward_accuracy"] == 0

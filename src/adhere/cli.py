@@ -282,6 +282,9 @@ def _train_stage(config, stage: str, resume: bool) -> None:  # config: ProjectCo
         view.update(stage, f"{stage}: loading", 0, None)
 
         def log(metrics: dict) -> None:
+            if metrics.get("phase") == "reference":  # DPO scores every pair with the starting model first
+                view.update(stage, f"{stage}: reference log-probs of the starting model", metrics["done"], metrics["total"])
+                return
             text = f"{stage}: loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  {metrics['tokens_per_s']:.0f} trained tok/s"
             if "reward_accuracy" in metrics:
                 text += f"  reward accuracy {metrics['reward_accuracy']:.2f}"
@@ -334,6 +337,8 @@ def run(
                 view.print(f"{head}: done in {time.perf_counter() - stage_started[0]:.0f} s")
             elif event == "log":
                 view.print(f"  {escape(details['message'])}", highlight=False)
+            elif event == "train" and details.get("phase") == "reference":
+                view.update("train", "  dpo: reference log-probs of the starting model", details["done"], details["total"])
             elif event == "train":
                 text = f"  train: loss {details['loss']:.3f}" + (f", validation {details['valid_loss']:.3f}" if "valid_loss" in details else "")
                 view.update("train", text, details["step"], details["total_steps"])

@@ -122,7 +122,7 @@ def sft_count(batch: dict[str, Any]) -> dict[str, int]:
     return {"tokens": int((batch["targets"] != IGNORE_INDEX).sum())}
 
 
-def sft_task(config: Any, accelerator: Any, run_dir: Path) -> Task:
+def sft_task(config: Any, accelerator: Any, run_dir: Path, log: Log) -> Task:
     """Supervised tuning of `config.model` on workdir/data/train.jsonl; validation on valid.jsonl."""
     tc, data_dir = config.train, config.stage_dir("data")
     model, tokenizer = build_model(config.model, tc, accelerator.device.type)
@@ -163,7 +163,7 @@ def train(config: Any, run_dir: Path, log: Log = lambda m: None, resume: Path | 
     return run_loop(config, config.train, sft_task, run_dir, log, resume)
 
 
-def run_loop(config: Any, settings: Any, make_task: Callable[[Any, Any, Path], Task], run_dir: Path,
+def run_loop(config: Any, settings: Any, make_task: Callable[[Any, Any, Path, Log], Task], run_dir: Path,
              log: Log = lambda m: None, resume: Path | None = None) -> dict[str, Any]:
     """Train the task `make_task` builds; write metrics.jsonl and the adapter or model to `run_dir`.
 
@@ -187,7 +187,7 @@ def run_loop(config: Any, settings: Any, make_task: Callable[[Any, Any, Path], T
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=device == "cpu")
     set_seed(tc.seed)
-    task = make_task(config, accelerator, run_dir)
+    task = make_task(config, accelerator, run_dir, log)  # log: a task's own set-up may report progress
     model, tokenizer, train_ex, valid_ex = task.model, task.tokenizer, task.train, task.valid
 
     world = accelerator.num_processes
