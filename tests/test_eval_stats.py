@@ -232,3 +232,22 @@ def test_paired_cluster_bootstrap_edge_cases():
         paired_cluster_bootstrap([[]], [[True]], seed=0)
     with pytest.raises(ValueError, match="got 1 and 2 items"):
         paired_cluster_bootstrap([[True]], [[True], [False]], seed=0)
+
+
+def test_three_models_are_compared_with_the_baseline_and_with_the_model_before_each() -> None:
+    """base, sft, tuned: sft and tuned against base, and tuned against sft (what DPO changed), with paired tests."""
+    from adhere.cli import eval_table
+    from adhere.eval.results import metric_block
+    from adhere.eval.score import Metric, Scored
+
+    ids = [f"p{i}" for i in range(40)]
+    passed = {"base": set(), "sft": set(ids[:20]), "tuned": set(ids[:30])}  # tuned passes 10 more prompts than sft
+    scored = {model: {i: Scored(checks={"json": i in ok}) for i in ids} for model, ok in passed.items()}
+    block = metric_block(Metric("json", "Parses as JSON", "rate", lambda s: s.checks["json"]), scored, "base", 0, 200)
+    pairs = {(c["baseline"], c["model"]): c for c in block["comparisons"]}
+    assert list(pairs) == [("base", "sft"), ("base", "tuned"), ("sft", "tuned")]
+    assert pairs[("sft", "tuned")]["delta"] == pytest.approx(0.25) and pairs[("sft", "tuned")]["improved"] == ids[20:30]
+    assert pairs[("sft", "tuned")]["p_value"] < 0.01  # McNemar: 10 prompts flipped one way, none the other
+    table = eval_table({"title": "t", "counts": {"scored": 40, "prompts": 40, "skipped": {}}, "metrics": {"json": block}},
+                       ["base", "sft", "tuned"])
+    assert [c.header for c in table.columns][-3:] == ["sft vs base", "tuned vs base", "tuned vs sft"]

@@ -372,7 +372,7 @@ def eval_(path: ConfigPath, overrides: Overrides = None) -> None:
 
 
 def eval_table(suite: dict, models: list[str]) -> Table:
-    """One suite's headline metrics, a column per model with its 95% CI, then the change vs the first model."""
+    """One suite's headline metrics, a column per model with its 95% CI, then the change of each compared pair."""
     counts = suite["counts"]
     skipped = sum(counts["skipped"].values())
     caption = f"{counts['scored']} of {counts['prompts']} prompts scored" + (f", {skipped} skipped" if skipped else "")
@@ -380,10 +380,14 @@ def eval_table(suite: dict, models: list[str]) -> Table:
     table.add_column("metric")
     for model in models:
         table.add_column(model, justify="right")
-    table.add_column("change", justify="right")
+    pairs = list(dict.fromkeys((c["baseline"], c["model"]) for m in suite["metrics"].values()
+                               for c in (m.get("comparisons") or [m["comparison"]] if m.get("comparison") else [])))
+    for baseline, model in pairs:  # one 'change' column for two models; with more, one per compared pair
+        table.add_column("change" if len(pairs) == 1 else f"{model} vs {baseline}", justify="right")
     for metric in suite["metrics"].values():
         cells = [_metric_cell(metric["models"].get(model), metric["kind"]) for model in models]
-        table.add_row(metric["label"], *cells, _change_cell(metric.get("comparison"), metric["kind"]))
+        found = {(c["baseline"], c["model"]): c for c in metric.get("comparisons") or [metric.get("comparison") or {}] if c}
+        table.add_row(metric["label"], *cells, *(_change_cell(found.get(pair), metric["kind"]) for pair in pairs))
     return table
 
 

@@ -1,4 +1,5 @@
-"""One suite's block of results.json: each metric per model with a 95% CI, and each model against the baseline.
+"""One suite's block of results.json: each metric per model with a 95% CI, each model against the baseline,
+and each against the model before it (tuned vs sft).
 
 Pass/fail metrics are compared with McNemar's exact test on the prompts both
 models were scored on and list the prompts that flipped; scores with a paired
@@ -25,10 +26,12 @@ def metric_block(metric: Metric, scored: dict[str, dict[str, Scored]], baseline:
             block["models"][model] = _estimate(list(by_id.values()), seed, resamples)
     if not block["models"]:
         return None
-    comparisons = [
-        _compare(values[baseline], values[model], model, baseline, seed, resamples)
-        for model in values if model != baseline and baseline in values
-    ]
+    # Each model against the baseline, then each against the one before it where that is not the baseline
+    # (base, sft, tuned: also tuned vs sft, what the DPO stage changed).
+    order = list(values)
+    pairs = [(baseline, m) for m in order if m != baseline and baseline in values]
+    pairs += [(before, m) for before, m in zip(order, order[1:]) if baseline not in (before, m)]
+    comparisons = [_compare(values[a], values[b], b, a, seed, resamples) for a, b in pairs]
     comparisons = [c for c in comparisons if c is not None]
     if comparisons:
         block["comparison"] = comparisons[0]
