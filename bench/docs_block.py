@@ -7,6 +7,7 @@ A re-run replaces only its own block, so notes written below a block and other s
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -36,3 +37,13 @@ def cpu_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def machine_line(*packages: str) -> str:
+    """'N CPU cores (CPU name), torch X (T threads), transformers Y, <package> Z...': what a table was measured on."""
+    import importlib.metadata
+
+    import torch
+
+    versions = "".join(f", {name} {importlib.metadata.version(name)}" for name in ("transformers", *packages))
+    return f"{os.cpu_count()} CPU cores ({cpu_name()}), torch {torch.__version__} ({torch.get_num_threads()} threads){versions}"

@@ -49,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from docs_block import cpu_name, write_block
+from docs_block import cpu_name, machine_line, write_block
 from train_bench import adapter_checksum, precision, step_timer
 
 HEADING = "## Preference tuning: adhere dpo vs TRL DPOTrainer (`bench/dpo_bench.py`)"
@@ -347,14 +347,9 @@ def compare(args: argparse.Namespace, config_path: Path) -> str:
 
 def write_docs(report: str, args: argparse.Namespace, seconds: float) -> None:
     """Put the report under HEADING in docs/benchmarks.md, replacing an earlier run's block of the same precision."""
-    import torch
-    import transformers
-    import trl
-
     command = " ".join([".venv/bin/python bench/dpo_bench.py", *sys.argv[1:]])
     intro = (
-        f"`{command}` on {datetime.date.today().isoformat()}, {seconds / 60:.1f} minutes: {os.cpu_count()} CPU cores ({cpu_name()}), "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, trl {trl.__version__}. "
+        f"`{command}` on {datetime.date.today().isoformat()}, {seconds / 60:.1f} minutes: {machine_line('trl')}. "
         f"SmolLM2-135M-Instruct (embedded), a new LoRA adapter r={LORA['r']} alpha {LORA['alpha']} dropout {LORA['dropout']} on every "
         f"linear layer but the head, {args.steps} steps of batch {args.batch_size} x accumulation {args.grad_accum} pairs, beta {BETA}, "
         f"sigmoid loss (adhere sft_weight 0), lr {LR} cosine without warmup, max length {MAX_LENGTH}, "

@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from docs_block import cpu_name, write_block
+from docs_block import machine_line, write_block
 
 HEADING = "## Training: adhere vs TRL SFTTrainer (`bench/train_bench.py`)"
 # One block per kind of run (bf16 on a CPU with AVX-512 BF16, float32 on one without, CUDA), so each
@@ -429,14 +429,9 @@ def compare(args: argparse.Namespace, config_path: Path, model: Path) -> tuple[s
 
 def write_docs(report: str, args: argparse.Namespace) -> None:
     """Put the report under HEADING in docs/benchmarks.md, replacing an earlier run's section."""
-    import torch
-    import transformers
-    import trl
-
     command = " ".join([".venv/bin/python bench/train_bench.py", *sys.argv[1:]])
     intro = (
-        f"`{command}` on {datetime.date.today().isoformat()}: {os.cpu_count()} CPU cores ({cpu_name()}), "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, trl {trl.__version__}. "
+        f"`{command}` on {datetime.date.today().isoformat()}: {machine_line('trl')}. "
         f"SmolLM2-135M-Instruct (embedded), LoRA r={LORA['r']} alpha {LORA['alpha']} dropout {LORA['dropout']} on every linear "
         f"layer but the head, {args.steps} steps of batch {args.batch_size} x accumulation {args.grad_accum}, lr {LR} cosine "
         f"without warmup, max length {MAX_LENGTH}, {'bf16 autocast' if precision() == 'bfloat16' else 'float32 (no fast bf16 on this CPU)'}, loss on the answer only; {args.rows} generated code-review "
