@@ -231,6 +231,9 @@ def test_bad_input_is_a_clear_error_before_training(tmp_path: Path, tiny_dir: Pa
         load_config(path)
     code, _, stderr = run_cli(capsys, monkeypatch, "dpo", str(path))
     assert code == 2 and "dpo.beta" in stderr
+    path = make_project(tmp_path, tiny_dir, "  beta: 0.1\n  max_steps: 1\n  eval_every: 1\n", yes_no_pairs(QUESTIONS[:2]))
+    with pytest.raises(UserError, match="dpo.eval_every is set but there are no held-out pairs .*pairs.jsonl"):
+        adhere.train.run(load_config(path), stage="dpo")  # evaluations would silently never happen
     path = make_project(tmp_path, tiny_dir, "  beta: 0.1\n  max_steps: 1\n  max_length: 16\n", yes_no_pairs(QUESTIONS[:2]))
     with pytest.raises(UserError, match="none of its 2 pairs has an answer to train within dpo.max_length"):
         adhere.train.run(load_config(path), stage="dpo")

@@ -139,6 +139,13 @@ def test_without_pairs_the_data_section_and_outputs_are_unchanged(tmp_path: Path
     write_jsonl(tmp_path / "prefs.jsonl", good_pairs(3))
     _, run_dir = run_data(path, "data.pairs=[{path: prefs.jsonl}]")
     assert (run_dir / "pairs.jsonl").is_file() and not (run_dir / "pairs_valid.jsonl").exists()  # 3 < a handful
+    write_jsonl(tmp_path / "prefs.jsonl", good_pairs(8))
+    _, run_dir = run_data(path, "data.pairs=[{path: prefs.jsonl}]")
+    assert not (run_dir / "pairs_valid.jsonl").exists()  # nothing evaluates held-out pairs: auto holds none out
+    path.write_text(path.read_text() + "dpo: {eval_every: 2}\n")  # DPO evaluates: auto holds some out, as rows'
+    _, run_dir = run_data(path, "data.pairs=[{path: prefs.jsonl}]")
+    assert len(read_jsonl(run_dir / "pairs_valid.jsonl")) == 1 and len(read_jsonl(run_dir / "pairs.jsonl")) == 7
+    write_jsonl(tmp_path / "prefs.jsonl", good_pairs(3))
     _, run_dir = run_data(path, "data.sources=[{path: rows.jsonl}, {path: prefs.jsonl}]")  # pairs among the rows
     assert "list the file under data.pairs" in read_jsonl(run_dir / "rejected.jsonl")[0]["reason"]
     stats, run_dir = run_data(path)  # pairs removed again: no pair file left behind, nothing about pairs

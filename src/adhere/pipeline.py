@@ -109,11 +109,13 @@ def _self_pairs_inputs(config: ProjectConfig) -> dict[str, Path]:
 
 
 # The data stage reads train.max_length (its token filter drops what training would truncate) and
-# train.eval_every (with it, data.validation_fraction's automatic 5% validation split); its inputs
+# train.eval_every (with it, data.validation_fraction's automatic 5% validation split; dpo.eval_every
+# for the held-out pairs); its inputs
 # include every benchmark of eval.suites, which it decontaminates against.
 STAGES = (
     Stage("spec", "Define the target instructions", ("spec",), lambda c: {}, ("spec.json",)),
-    Stage("data", "Curate the data", ("spec", "data", "model", "train.max_length", "train.eval_every"), _data_inputs,
+    Stage("data", "Curate the data", ("spec", "data", "model", "train.max_length", "train.eval_every", "dpo.eval_every"),
+          _data_inputs,
           ("train.jsonl", "eval.jsonl")),
     Stage("baseline", "Evaluate the base model", ("spec", "model", "eval"), _eval_inputs, ("results.json",)),
     Stage("train", "Tune", ("spec", "model", "train"), _train_inputs, ("summary.json",)),
@@ -159,7 +161,7 @@ def _setting(config: ProjectConfig, key: str) -> Any:
     """The JSON value of a config section or dotted key."""
     value: Any = config
     for part in key.split("."):
-        value = getattr(value, part)
+        value = getattr(value, part) if value is not None else None  # an optional section (dpo) left out
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 

@@ -60,7 +60,9 @@ def curate_pairs(config: ProjectConfig, index: EvalIndex | None) -> tuple[dict[s
     if index is not None:
         pairs = steps.apply("decontam", lambda ps: decontaminate(ps, index), pairs, ledger)
     pairs, pii = pairs_pii(pairs, data.pii, ledger, steps)
-    train, valid = carve_pairs(pairs, validation_share(config), data.seed)
+    # Held-out pairs are for DPO's evaluations: with dpo.eval_every (or train.eval_every) set, auto holds 5% out
+    evaluated = bool(config.train.eval_every or (config.dpo is not None and config.dpo.eval_every))
+    train, valid = carve_pairs(pairs, validation_share(config, evaluated), data.seed)
     splits = {"pairs": train, "pairs_valid": valid}
     stats = reconcile(ledger, {"train": train, "valid": valid}, steps, data)
     stats.pop("eval_from")

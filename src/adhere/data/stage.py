@@ -333,11 +333,13 @@ def decontaminate(train: list[Record], index: decontam.EvalIndex) -> tuple[list[
     return kept, dropped
 
 
-def validation_share(config: ProjectConfig) -> float:
-    """data.validation_fraction; unset (auto), AUTO_VALIDATION when train.eval_every is set, else 0."""
+def validation_share(config: ProjectConfig, evaluated: bool | None = None) -> float:
+    """data.validation_fraction; unset (auto), AUTO_VALIDATION when the split is evaluated on (`evaluated`; by default
+    whether train.eval_every is set), else 0."""
     fraction = config.data.validation_fraction
     if fraction is None:
-        return AUTO_VALIDATION if config.train.eval_every else 0.0
+        evaluated = bool(config.train.eval_every) if evaluated is None else evaluated
+        return AUTO_VALIDATION if evaluated else 0.0
     return fraction
 
 

@@ -224,6 +224,10 @@ def dpo_task(config: Any, accelerator: Any, run_dir: Path, log: Log = lambda m: 
     pairs = with_reference(pairs, model, dc, pad_id, accelerator, run_dir, fresh_adapter, log)
     train = [p for name, items in pairs.items() if not name.endswith("_valid") for p in items]
     valid = [p for name, items in pairs.items() if name.endswith("_valid") for p in items]
+    if dc.eval_every and not valid:  # evaluations (and early stopping, best weights) would silently never happen
+        raise UserError(f"dpo.eval_every is set but there are no held-out pairs ({', '.join(map(str, files.values()))}); "
+                        "the data stage holds some out with data.validation_fraction > 0 (at least 5 pairs), "
+                        "adhere self-pairs with dpo.self_pairs.validation_fraction; or remove dpo.eval_every")
     return Task(dc, model, tokenizer, DpoLoss(model, dc.beta), terms(dc.sft_weight), train,
                 valid, collate=lambda items: collate_pairs(items, pad_id), count=count_pairs,
                 blank=blank_pair, data_files=list(files.values()), out=weights_folder(run_dir, config.train.method))
