@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from tempfile import TemporaryDirectory
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,51 @@ def test_a_short_run_learns_the_preference_on_held_out_prompts(tmp_path: Path, t
     assert summary["final_valid"]["reward_accuracy"] == 1.0 and summary["train_examples"] == 6
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file() and (run_dir / "reference_logps.safetensors").is_file()
     assert {"config.yaml", "env.json", "lineage.json", "loss.png"} <= {p.name for p in run_dir.iterdir()}
+
+
+def test_under_bf16_the_reference_of_each_train_pair_is_its_first_training_batchs() -> None:
+    """Under bf16 autocast a sequence's log-probability depends on the batch it is padded into (the embedded
+    model's step-0 loss was 0.6955 with the reference batched in file order, where policy = reference gives
+    ln 2 = 0.6931), so the reference pass batches the train pairs as the loop's first epoch does."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from tiny import build_tiny_model, build_tiny_tokenizer
+
+    from adhere.train.dpo import DpoLoss, collate_pairs, with_reference
+    from adhere.train.loop import micro_batches
+
+    tokenizer = build_tiny_tokenizer()
+    # Answers of 8 lengths in an order the loop's length-grouped batches do not keep.
+    answers = ["word " * (6 * n) for n in (0, 7, 1, 6, 2, 5, 3, 4)]
+    pairs = rendered(tokenizer, [pair(q, "Yes. " + a, "No. " + a) for q, a in zip(QUESTIONS, answers)])
+    model = build_tiny_model(len(tokenizer), hidden_size=256)  # hidden 32 rounds the same at any padding
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator, settings, pad = Accelerator(cpu=True, mixed_precision="bf16"), SimpleNamespace(batch_size=2, seed=5), tokenizer.pad_token_id
+    with TemporaryDirectory() as run_dir:
+        train, _ = with_reference(pairs, [], model, settings, pad, accelerator, Path(run_dir), False)
+    in_order = torch.tensor([p.reference for p in with_reference_in_order(pairs, model, pad, accelerator)])
+    scorer, seen = DpoLoss(model, 1.0), {}
+    stream = micro_batches(train, 2, 5, lambda p: p)
+    with torch.no_grad(), accelerator.autocast():
+        for _ in range(4):  # the first epoch
+            group = next(stream)
+            batch = collate_pairs(group, pad)
+            logps = scorer.sequence_logps(batch["input_ids"], batch["attention_mask"], batch["targets"])[0].float()
+            for p, chosen, rejected in zip(group, *logps.chunk(2)):
+                seen[id(p)] = (p.reference, (float(chosen), float(rejected)))
+    assert len(seen) == 8 and all(ref == now for ref, now in seen.values()), seen
+    # the check can fail: batched in file order, the same pairs' references differ
+    assert (in_order - torch.tensor([p.reference for p in train])).abs().max() > 1e-3
+
+
+def with_reference_in_order(pairs: list[Any], model: Any, pad: int, accelerator: Any) -> list[Any]:
+    from dataclasses import replace
+
+    from adhere.train.dpo import reference_logps
+
+    return [replace(p, reference=tuple(r)) for p, r in zip(pairs, reference_logps(model, pairs, 2, pad, accelerator, False).tolist())]
 
 
 def test_sigkill_then_resume_continuing_an_sft_adapter_ends_with_the_uninterrupted_weights(tmp_path: Path, tiny_dir: Path) -> None:

@@ -47,16 +47,16 @@ def build_tiny_tokenizer(chat_template: str | None = CHATML, vocab_size: int = 4
     )
 
 
-def build_tiny_model(vocab_size: int, seed: int = 0) -> Any:
-    """A random 2-layer Llama: hidden 32, 4 heads, 64 positions; ~30k parameters plus embeddings."""
+def build_tiny_model(vocab_size: int, seed: int = 0, hidden_size: int = 32) -> Any:
+    """A random 2-layer Llama: hidden 32 (by default), 4 heads, 256 positions; ~30k parameters plus embeddings."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
