@@ -1,7 +1,7 @@
 """Benchmark of the dpo stage: `adhere dpo` and TRL's `DPOTrainer` side by side on the same pairs.
 
-    .venv/bin/python bench/dpo_bench.py                 # 6 steps of 2 x 2 pairs, 24 train + 16 held out
-    .venv/bin/python bench/dpo_bench.py --steps 20      # 80 train pairs + 16 held out
+    .venv/bin/python bench/dpo_bench.py                 # 6 steps of 2 x 2 pairs, 24 train + 48 held out
+    .venv/bin/python bench/dpo_bench.py --steps 20      # 80 train pairs + 48 held out
     .venv/bin/python bench/dpo_bench.py --steps 1 --batch-size 1 --grad-accum 1 --train-pairs 2 --held-out 2 --no-docs
     .venv/bin/python bench/dpo_bench.py --trl-batches adhere   # TRL gets adhere's batches, in adhere's order
 
@@ -127,14 +127,37 @@ def child_adhere(config_path: Path) -> dict:
         return out
 
     dpo.reference_logps = timed  # with_reference looks the name up at call time
-    run_dir = adhere.train.run(load_config(config_path), stage="dpo")
+    config = load_config(config_path)
+    run_dir = adhere.train.run(config, stage="dpo")
+    dpo.reference_logps = inner
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((run_dir / "summary.json").read_text())
+    rss_gib = peak_rss_gib()  # training's peak, before the evaluator loads the saved adapter on a second model
+    shared = shared_eval_saved(config, run_dir / "adapter")
     return {"train_s": sum(s["step_s"] for s in steps), "first_step_s": steps[0]["step_s"], "steps": len(steps),
             "reference_s": passes[0][1], "reference_valid_s": sum(s for _, s in passes[1:]),
             "step0_loss": steps[0]["dpo_loss"], "final_train_loss": summary["final_train_loss"],
             "reward_accuracy": summary["final_valid"]["reward_accuracy"], "valid_loss": summary["final_valid"]["dpo_loss"],
-            "valid_margin": summary["final_valid"]["margin"], "bf16": summary["bf16"]}
+            "valid_margin": summary["final_valid"]["margin"], "bf16": summary["bf16"],
+            "shared_reward_accuracy": shared["reward_accuracy"], "right": shared["right"], "rss_gib": rss_gib}
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def shared_eval_saved(config, adapter: Path) -> dict:
+    """`shared_eval` of the adapter adhere wrote, on the base model it was trained on, as TRL's is evaluated."""
+    import torch
+    from accelerate import Accelerator
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from adhere.models import load_tokenizer
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(config.model.base, dtype=torch.float32), adapter)
+    accelerator = Accelerator(cpu=True, mixed_precision="bf16" if precision() == "bfloat16" else "no")
+    return shared_eval(model, load_tokenizer(config.model), config.stage_dir("data") / "pairs_valid.jsonl", config.dpo, accelerator)
 
 
 def child_trl(config_path: Path, same_batches: bool = False) -> dict:
@@ -188,11 +211,12 @@ def child_trl(config_path: Path, same_batches: bool = False) -> dict:
     adapter_start = adapter_checksum(trainer.model)
     mask_check = compare_tokens(trainer.train_dataset, rendered)
     trainer.train()
+    rss_gib = peak_rss_gib()  # training's peak, as adhere's is read
     trl_eval = trainer.evaluate(as_text(records["pairs_valid"]))
     shared = shared_eval(trainer.model, tokenizer, data / "pairs_valid.jsonl", dc, trainer.accelerator)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"train_s": timer.ends[-1] - timer.start, "first_step_s": timer.ends[0] - timer.start, "steps": len(timer.ends),
-            "step0_loss": losses[0], "final_train_loss": losses[-1], "reward_accuracy": shared["reward_accuracy"],
+            "step0_loss": losses[0], "final_train_loss": losses[-1], "reward_accuracy": shared["reward_accuracy"], "right": shared["right"], "rss_gib": rss_gib,
             "valid_loss": shared["dpo_loss"], "valid_margin": shared["margin"], "bf16": args.bf16,
             "trl_reward_accuracy": trl_eval["eval_rewards/accuracies"], "trl_valid_loss": trl_eval["eval_loss"],
             "adapter_start": adapter_start, "mask_check": mask_check, "optim": getattr(args.optim, "value", str(args.optim))}
@@ -213,9 +237,12 @@ def shared_eval(model, tokenizer, path: Path, dc, accelerator) -> dict:
     pad = tokenizer.pad_token_id
     pairs = build_pairs(path, tokenizer, dc.max_length)
     ref = reference_logps(model, pairs, dc.batch_size, pad, accelerator, disable_adapter=True)
+    policy = reference_logps(model, pairs, dc.batch_size, pad, accelerator, disable_adapter=False)  # same batches
+    right = ((policy[:, 0] - ref[:, 0]) - (policy[:, 1] - ref[:, 1]) > 0).tolist()  # each pair's margin > 0
     pairs = [replace(p, reference=tuple(ref[i].tolist())) for i, p in enumerate(pairs)]
-    return evaluate(DpoLoss(model, dc.beta), pairs, dc.batch_size, lambda items: collate_pairs(items, pad), count_pairs,
-                    terms(0.0), accelerator)
+    means = evaluate(DpoLoss(model, dc.beta), pairs, dc.batch_size, lambda items: collate_pairs(items, pad), count_pairs,
+                     terms(0.0), accelerator)
+    return means | {"right": right}
 
 
 def compare_tokens(prepared, pairs) -> dict:
@@ -293,13 +320,16 @@ def table(a: dict, t: dict) -> str:
         row("first step (TRL's holds the process's first forward; adhere's follows its reference pass)", a["first_step_s"],
             t["first_step_s"], sec),
         row("whole process, wall time (imports, load, tokenize, train, eval)", a["wall_s"], t["wall_s"], sec),
-        row("peak memory (RSS of the process)", a["rss_gib"], t["rss_gib"], lambda v: f"{v:.2f} GiB"),
+        row("peak memory (RSS of the process, up to the end of training)", a["rss_gib"], t["rss_gib"], lambda v: f"{v:.2f} GiB"),
         row(f"CPU time / wall time of the process (of {os.cpu_count()} cores)", a["cpu_s"] / a["wall_s"], t["cpu_s"] / t["wall_s"],
             lambda v: f"{v:.2f}"),
         f"| machine load average (1 min) before; after | {a['load'][0]:.1f}; {a['load'][1]:.1f} | {t['load'][0]:.1f}; {t['load'][1]:.1f} | - |",
         row("step-0 loss (first step, before any update)", a["step0_loss"], t["step0_loss"], num),
         row("final train loss (last step)", a["final_train_loss"], t["final_train_loss"], num),
-        row("held-out reward accuracy (one evaluator: adhere's)", a["reward_accuracy"], t["reward_accuracy"], pct, ratio=False),
+        row("held-out reward accuracy (adhere's loop for adhere; adhere's evaluator on TRL's model)", a["reward_accuracy"],
+            t["reward_accuracy"], pct, ratio=False),
+        row("held-out reward accuracy, one evaluator on both saved models (each pair's own batch)", a["shared_reward_accuracy"],
+            t["reward_accuracy"], pct, ratio=False),
         f"| held-out reward accuracy by TRL's `trainer.evaluate()` | - | {t['trl_reward_accuracy']:.1%} | - |",
         row("held-out DPO loss (one evaluator: adhere's)", a["valid_loss"], t["valid_loss"], num),
         row("held-out mean margin, beta x log-ratio difference", a["valid_margin"], t["valid_margin"], num),
@@ -309,13 +339,17 @@ def table(a: dict, t: dict) -> str:
 def verdict(a: dict, t: dict, held_out: int) -> list[str]:
     """The issue's targets, checked against the numbers, said plainly."""
     speed, memory = a["pps_with_ref"] / t["pps"], a["rss_gib"] / t["rss_gib"]
-    points = 100 * (a["reward_accuracy"] - t["reward_accuracy"])
+    points = 100 * (a["shared_reward_accuracy"] - t["reward_accuracy"])
+    from adhere.eval.stats import mcnemar
+
+    test = mcnemar(t["right"], a["right"])  # b01: pairs only adhere's model gets right
     step0 = abs(a["step0_loss"] - t["step0_loss"])
     return [
         f"- throughput: adhere {speed:.2f}x TRL's, its reference pass counted (target >= 1.5x): {'met' if speed >= 1.5 else 'NOT met'}.",
         f"- peak memory: adhere {memory:.2f}x TRL's (target <= 1.0x): {'met' if memory <= 1.0 else 'NOT met'}.",
         (f"- held-out reward accuracy: adhere {points:+.1f} points from TRL's (target within 3; one pair of {held_out} is "
-        f"{100 / held_out:.1f}): {'met' if abs(points) <= 3 else 'NOT met'}."),
+        f"{100 / held_out:.1f}): {'met' if abs(points) <= 3 else 'NOT met'}; the pairs they disagree on: {test.b01} only adhere's "
+        f"model gets right, {test.b10} only TRL's (exact McNemar p = {test.p_value:.2f})."),
         (f"- step-0 loss: |adhere - TRL| = {step0:.1e} (a new adapter is the reference, so both should be ln 2 = 0.6931): "
         f"{'match' if step0 <= 1e-4 else 'DIFFER'}."),
     ]
@@ -366,7 +400,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2, help="pairs per micro-step")
     parser.add_argument("--grad-accum", type=int, default=2)
     parser.add_argument("--train-pairs", type=int, default=None, help="default steps x batch x accumulation (one epoch)")
-    parser.add_argument("--held-out", type=int, default=16, help="pairs held out for reward accuracy")
+    parser.add_argument("--held-out", type=int, default=48, help="pairs held out for reward accuracy")
     parser.add_argument("--no-docs", action="store_true", help="print the table only; leave docs/benchmarks.md alone")
     parser.add_argument("--trl-batches", choices=["own", "adhere"], default="own",
                         help="'own': TRL's random batches (its default); 'adhere': adhere's batches, in adhere's order")
@@ -377,7 +411,7 @@ def main() -> None:
     if args.only:
         result = child_adhere(args.config) if args.only == "adhere" else child_trl(args.config, args.only == "trl-same")
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        result["rss_gib"], result["cpu_s"] = usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime  # maxrss in KiB on Linux
+        result["cpu_s"] = usage.ru_utime + usage.ru_stime
         if args.only == "adhere":
             result["adapter_start"] = adhere_adapter_start(args.config)  # after the peak memory was read
         args.out.write_text(json.dumps(result))
