@@ -39,7 +39,6 @@ import datetime
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,8 +48,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from children import adapter_checksum, adhere_adapter_start, peak_rss_gib, row, run_child
 from docs_block import cpu_name, machine_line, write_block
-from train_bench import adapter_checksum, precision, step_timer
+from train_bench import precision, step_timer
 
 HEADING = "## Preference tuning: adhere dpo vs TRL DPOTrainer (`bench/dpo_bench.py`)"
 END = "<!-- dpo_bench.py to here -->"
@@ -140,10 +140,6 @@ def child_adhere(config_path: Path) -> dict:
             "reward_accuracy": summary["final_valid"]["reward_accuracy"], "valid_loss": summary["final_valid"]["dpo_loss"],
             "valid_margin": summary["final_valid"]["margin"], "bf16": summary["bf16"],
             "shared_reward_accuracy": shared["reward_accuracy"], "right": shared["right"], "rss_gib": rss_gib}
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def shared_eval_saved(config, adapter: Path) -> dict:
@@ -251,9 +247,10 @@ def compare_tokens(prepared, pairs) -> dict:
     adhere's sequence is TRL's plus the untrained "\\n" after <|im_end|>; TRL's completion is adhere's trained tokens.
     """
     same = 0
-    for row, pair in zip(prepared, pairs, strict=True):
+    for prepared_row, pair in zip(prepared, pairs, strict=True):
         for side, ex in (("chosen", pair.chosen), ("rejected", pair.rejected)):
-            same += row["prompt_ids"] + row[f"{side}_ids"] == ex.input_ids[:-1] and len(row[f"{side}_ids"]) == ex.trained_tokens
+            same += (prepared_row["prompt_ids"] + prepared_row[f"{side}_ids"] == ex.input_ids[:-1]
+                     and len(prepared_row[f"{side}_ids"]) == ex.trained_tokens)
     return {"sides": 2 * len(pairs), "same": same}
 
 
@@ -274,40 +271,11 @@ def adhere_order(config_path: Path) -> list[list[int]]:
     return batches[: dc.max_steps * dc.grad_accum]
 
 
-def adhere_adapter_start(config_path: Path) -> float:
-    """adapter_checksum of the model adhere's loop starts from: seeded, then built, as `loop.run_loop` does."""
-    from accelerate.utils import set_seed
-
-    from adhere.config import load_config
-    from adhere.train.model import build_model
-
-    config = load_config(config_path)
-    set_seed(config.dpo.seed)
-    return adapter_checksum(build_model(config.model, config.train, "cpu", loop=config.dpo)[0])
-
-
 # ---------------------------------------------------------------- the parent: run both, compare, write the table
-
-
-def run_child(which: str, config_path: Path) -> dict:
-    """Run one trainer in a fresh process; its result, peak RSS and wall time (imports and model load included)."""
-    out, log = config_path.parent / f"{which}.json", config_path.parent / f"{which}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, __file__, "--only", which, "--config", str(config_path), "--out", str(out)]
-    start, load = time.perf_counter(), os.getloadavg()[0]
-    with log.open("w") as handle:
-        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False).returncode
-    if code != 0:
-        sys.exit(f"{which} failed (exit {code}); its output:\n{log.read_text()[-4000:]}")
-    # the machine's load before and after: other work on a shared machine slows whichever child it overlaps
-    return {**json.loads(out.read_text()), "wall_s": time.perf_counter() - start, "load": (load, os.getloadavg()[0])}
 
 
 def table(a: dict, t: dict) -> str:
     """The markdown table, adhere beside TRL, with ratios."""
-    def row(name, x, y, fmt, ratio=True):
-        return f"| {name} | {fmt(x)} | {fmt(y)} | {x / y:.2f}x |" if ratio else f"| {name} | {fmt(x)} | {fmt(y)} | - |"
-
     sec, num, pct = (lambda v: f"{v:.1f} s"), (lambda v: f"{v:.4f}"), (lambda v: f"{v:.1%}")
     return "\n".join([
         "| | adhere dpo | TRL DPOTrainer | adhere / TRL |",
@@ -360,7 +328,7 @@ def compare(args: argparse.Namespace, config_path: Path) -> str:
     results = {}
     for which, child in (("adhere", "adhere"), ("trl", "trl-same" if args.trl_batches == "adhere" else "trl")):
         print(f"training with {child} ...", flush=True)
-        results[which] = run_child(child, config_path)
+        results[which] = run_child(__file__, child, config_path)
         print(f"  {results[which]['train_s']:.1f} s of training steps, {results[which]['wall_s']:.1f} s in all", flush=True)
     a, t = results["adhere"], results["trl"]
     pairs = args.steps * args.batch_size * args.grad_accum
@@ -413,7 +381,7 @@ def main() -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         result["cpu_s"] = usage.ru_utime + usage.ru_stime
         if args.only == "adhere":
-            result["adapter_start"] = adhere_adapter_start(args.config)  # after the peak memory was read
+            result["adapter_start"] = adhere_adapter_start(args.config, "dpo")  # after the peak memory was read
         args.out.write_text(json.dumps(result))
         return
     args.train_pairs = args.train_pairs or args.steps * args.batch_size * args.grad_accum

@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from children import adapter_checksum, adhere_adapter_start, row, run_child
 from docs_block import machine_line, write_block
 
 HEADING = "## Training: adhere vs TRL SFTTrainer (`bench/train_bench.py`)"
@@ -204,29 +203,12 @@ def child_trl(config_path: Path, same_batches: bool = False) -> dict:
             "adapter_start": adapter_start, "mask_check": mask_check, "batches": counter.batches, "optim": getattr(args.optim, "value", str(args.optim))}
 
 
-def adhere_adapter_start(config_path: Path) -> float:
-    """adapter_checksum of the model adhere's loop starts from: seeded, then built, as `loop.train` does."""
-    from accelerate.utils import set_seed
-
-    from adhere.config import load_config
-    from adhere.train.model import build_model
-
-    config = load_config(config_path)
-    set_seed(config.train.seed)
-    return adapter_checksum(build_model(config.model, config.train, "cpu")[0])
-
-
-def adapter_checksum(model) -> float:
-    """Sum of |lora_A|: equal in both processes when the adapters start from the same seeded draw."""
-    return float(sum(p.detach().abs().sum() for n, p in model.named_parameters() if "lora_A" in n))
-
-
 def compare_masks(prepared, examples) -> dict:
     """How TRL's tokens and labels differ from adhere's render of the same records (in the same order)."""
     same_ids = same_labels = only_newline = 0
-    for row, ex in zip(prepared, examples):
-        same_ids += row["input_ids"] == ex.input_ids
-        extra = [i for i, (a, b) in enumerate(zip(row["labels"], ex.labels)) if a != b]
+    for prepared_row, ex in zip(prepared, examples):
+        same_ids += prepared_row["input_ids"] == ex.input_ids
+        extra = [i for i, (a, b) in enumerate(zip(prepared_row["labels"], ex.labels)) if a != b]
         same_labels += not extra
         # TRL's completion is the rest of the rendering: "<answer><|im_end|>\n", so it also trains the "\n"
         only_newline += extra == [len(ex.labels) - 1] and ex.labels[-2] != -100
@@ -343,24 +325,8 @@ def matmul_rate(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
 # ---------------------------------------------------------------- the parent: run both, compare, write the table
 
 
-def run_child(which: str, config_path: Path) -> dict:
-    """Run one trainer in a fresh process; its result, peak RSS and wall time (imports and model load included)."""
-    out, log = config_path.parent / f"{which}.json", config_path.parent / f"{which}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, __file__, "--only", which, "--config", str(config_path), "--out", str(out)]
-    start = time.perf_counter()
-    with log.open("w") as handle:
-        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False).returncode
-    if code != 0:
-        sys.exit(f"{which} failed (exit {code}); its output:\n{log.read_text()[-4000:]}")
-    return {**json.loads(out.read_text()), "wall_s": time.perf_counter() - start}
-
-
 def table(a: dict, t: dict, peak: float) -> str:
     """The markdown table, adhere beside TRL, with ratios."""
-    def row(name, x, y, fmt, ratio=True):
-        return f"| {name} | {fmt(x)} | {fmt(y)} | {x / y:.2f}x |" if ratio else f"| {name} | {fmt(x)} | {fmt(y)} | - |"
-
     gib, sec = (lambda v: f"{v:.2f} GiB"), (lambda v: f"{v:.1f} s")
     lines = [
         "| | adhere train | TRL SFTTrainer | adhere / TRL |",
@@ -398,7 +364,7 @@ def compare(args: argparse.Namespace, config_path: Path, model: Path) -> tuple[s
     results = {}
     for which, child in (("adhere", "adhere"), ("trl", "trl-same" if args.trl_batches == "adhere" else "trl")):
         print(f"training with {child} ...", flush=True)
-        results[which] = run_child(child, config_path)
+        results[which] = run_child(__file__, child, config_path)
         print(f"  {results[which]['train_s']:.1f} s of training steps, {results[which]['wall_s']:.1f} s in all", flush=True)
     a, t = results["adhere"], results["trl"]
     shape = model_shape(model, LORA["r"])
@@ -459,7 +425,7 @@ def main() -> None:
         result = child_adhere(args.config) if args.only == "adhere" else child_trl(args.config, args.only == "trl-same")
         result["rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
         if args.only == "adhere":
-            result["adapter_start"] = adhere_adapter_start(args.config)  # after the peak memory was read
+            result["adapter_start"] = adhere_adapter_start(args.config, "train")  # after the peak memory was read
         args.out.write_text(json.dumps(result))
         return
     args.rows = args.rows or args.steps * args.batch_size * args.grad_accum

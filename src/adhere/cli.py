@@ -9,6 +9,7 @@
     adhere train adhere.yaml      # step 4: tune
     adhere self-pairs adhere.yaml # step 4b, with dpo.self_pairs: pairs from the tuned model's own graded answers
     adhere dpo adhere.yaml        # step 4b, with a dpo section: preference-tune the tuned model on pairs
+    adhere grpo adhere.yaml       # step 4c, with a grpo section: reinforce with the spec's checks as rewards
     adhere eval adhere.yaml       # step 5: base vs tuned, with report.html
     adhere export adhere.yaml     # merged model folder for transformers, vLLM, ...
     adhere serve adhere.yaml      # step 6: OpenAI-compatible API, monitoring, feedback
@@ -274,6 +275,16 @@ def dpo(
     _train_stage(_load(path, overrides), "dpo", resume)
 
 
+@app.command()
+def grpo(
+    path: ConfigPath,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint (grpo.save_every).")] = False,
+) -> None:
+    """Step 4c: reinforce (GRPO) the tuned model, its sampled answers scored by grpo.rewards; writes workdir/grpo/."""
+    _train_stage(_load(path, overrides), "grpo", resume)
+
+
 def _train_stage(config, stage: str, resume: bool) -> None:  # config: ProjectConfig
     import adhere.train
 
@@ -286,6 +297,9 @@ def _train_stage(config, stage: str, resume: bool) -> None:  # config: ProjectCo
                 view.update(stage, f"{stage}: reference log-probs of the starting model", metrics["done"], metrics["total"])
                 return
             text = f"{stage}: loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  {metrics['tokens_per_s']:.0f} trained tok/s"
+            if "reward" in metrics:  # GRPO: the sampled answers' mean reward, and groups that taught nothing
+                text = (f"{stage}: reward {metrics['reward']:.3f}  same-score groups {metrics['zero_std_groups']:.0%}  "
+                        f"answer {metrics['completion_tokens']:.0f} tok  lr {metrics['lr']:.2e}")
             if "reward_accuracy" in metrics:
                 text += f"  reward accuracy {metrics['reward_accuracy']:.2f}"
             if "valid_loss" in metrics:
@@ -301,11 +315,17 @@ def _train_stage(config, stage: str, resume: bool) -> None:  # config: ProjectCo
         valid_text += f", held-out reward accuracy {summary['final_valid']['reward_accuracy']:.2f}"
     if summary["best_step"] is not None and summary["best_step"] != summary["steps"]:
         valid_text += f" (wrote the best, step {summary['best_step']}: {summary['best_valid_loss']:.4f})"
-    items = "pairs" if stage == "dpo" else "examples"
-    out.print(
-        f"{summary['steps']} steps on {summary['train_examples']} {items} in {summary['seconds']:.0f} s: "
-        f"train loss {summary['final_train_loss']:.4f}{valid_text}"
-    )
+    items = {"dpo": "pairs", "grpo": "prompts"}.get(stage, "examples")
+    if stage == "grpo":
+        rewards = summary["final_rewards"]
+        out.print(f"{summary['steps']} steps on {summary['train_examples']} prompts in {summary['seconds']:.0f} s: mean reward "
+                  f"{rewards['first']:.3f} at step 1, {rewards['last']:.3f} over the last {rewards['last_steps']} steps; "
+                  f"best and worst answers in {run_dir}/samples.jsonl")
+    else:
+        out.print(
+            f"{summary['steps']} steps on {summary['train_examples']} {items} in {summary['seconds']:.0f} s: "
+            f"train loss {summary['final_train_loss']:.4f}{valid_text}"
+        )
     out.print(f"Wrote {run_dir}/ ({'adapter' if config.train.method == 'lora' else 'model'}/, metrics.jsonl, summary.json)")
 
 
@@ -313,7 +333,7 @@ def _train_stage(config, stage: str, resume: bool) -> None:  # config: ProjectCo
 def run(
     path: ConfigPath,
     overrides: Overrides = None,
-    force: Annotated[list[str] | None, typer.Option("--force", help="Redo this stage even if it is current (repeatable): synth, spec, data, baseline, train, self_pairs, dpo, eval.")] = None,
+    force: Annotated[list[str] | None, typer.Option("--force", help="Redo this stage even if it is current (repeatable): synth, spec, data, baseline, train, self_pairs, dpo, grpo, eval.")] = None,
     serve: Annotated[bool, typer.Option("--serve", help="Then serve the tuned model (adhere serve).")] = False,
 ) -> None:
     """All steps: (synth,) spec, data, baseline eval, train, eval; skips what is current; prints base vs tuned."""
@@ -339,8 +359,11 @@ def run(
                 view.print(f"  {escape(details['message'])}", highlight=False)
             elif event == "train" and details.get("phase") == "reference":
                 view.update("train", "  dpo: reference log-probs of the starting model", details["done"], details["total"])
+            elif event == "train" and "reward" in details:  # grpo
+                text = f"  {stage_name[0]}: reward {details['reward']:.3f}, same-score groups {details['zero_std_groups']:.0%}"
+                view.update("train", text, details["step"], details["total_steps"])
             elif event == "train":
-                text = f"  train: loss {details['loss']:.3f}" + (f", validation {details['valid_loss']:.3f}" if "valid_loss" in details else "")
+                text = f"  {stage_name[0]}: loss {details['loss']:.3f}" + (f", validation {details['valid_loss']:.3f}" if "valid_loss" in details else "")
                 view.update("train", text, details["step"], details["total_steps"])
             elif event == "eval":
                 view.update(f"{stage_name[0]}: {details['label']}", f"  {details['label']}", details["done"], details["total"])

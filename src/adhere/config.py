@@ -30,7 +30,7 @@ from adhere.models.config import ModelConfig
 from adhere.serve.config import ServeConfig
 from adhere.spec.config import SpecConfig
 from adhere.synth.config import SynthConfig
-from adhere.train.config import DpoConfig, TrainConfig
+from adhere.train.config import DpoConfig, GrpoConfig, TrainConfig
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -52,6 +52,8 @@ class ProjectConfig(Section):
     """Synthetic data from a teacher model (`adhere synth`); absent means none is generated."""
     dpo: DpoConfig | None = None
     """Preference tuning after `train` (`adhere dpo`), on workdir/data/pairs.jsonl; absent means none."""
+    grpo: GrpoConfig | None = None
+    """Reinforcement tuning with the spec's checks as rewards after `train` (and `dpo`) (`adhere grpo`); absent means none."""
 
     @field_validator("name")
     @classmethod
@@ -91,6 +93,14 @@ class ProjectConfig(Section):
         if pairs.item and pairs.item not in self.eval.item_f1:
             raise error_at(("dpo", "self_pairs", "item"), f"no eval.item_f1 entry {pairs.item!r}; known: "
                            f"{', '.join(self.eval.item_f1)}")
+        return self
+
+    @model_validator(mode="after")
+    def _grpo_rewards_the_project_can_score(self) -> ProjectConfig:
+        if self.grpo is not None:
+            from adhere.train.rewards import project_errors
+
+            project_errors(self)
         return self
 
     def stage_dir(self, stage: str) -> Path:

@@ -101,6 +101,18 @@ def _dpo_inputs(config: ProjectConfig) -> dict[str, Path]:
     return pair_paths(config) | ({"sft_weights": sft} if sft else {}) | _template(config)
 
 
+def _grpo_inputs(config: ProjectConfig) -> dict[str, Path]:
+    """The prompts (train.jsonl), the weights GRPO starts from when the stage before wrote them, a user reward's module."""
+    from adhere.generation.weights import find_tuned_weights
+    from adhere.train.grpo import prompts_path, start_stage
+
+    assert config.grpo is not None
+    start = find_tuned_weights(config, start_stage(config))
+    modules = {f"reward {r.function}": r.module_file() for r in config.grpo.rewards}
+    return ({"prompts": prompts_path(config)} | ({"start_weights": start} if start else {})
+            | {k: v for k, v in modules.items() if v is not None} | _template(config))
+
+
 def _self_pairs_inputs(config: ProjectConfig) -> dict[str, Path]:
     """train.jsonl and the SFT weights that answer (self_pairs.stage.input_files)."""
     from adhere.self_pairs.stage import input_files
@@ -119,7 +131,7 @@ STAGES = (
           ("train.jsonl", "eval.jsonl")),
     Stage("baseline", "Evaluate the base model", ("spec", "model", "eval"), _eval_inputs, ("results.json",)),
     Stage("train", "Tune", ("spec", "model", "train"), _train_inputs, ("summary.json",)),
-    Stage("eval", "Evaluate base vs tuned", ("spec", "model", "train", "dpo", "eval"), _tuned_inputs,
+    Stage("eval", "Evaluate base vs tuned", ("spec", "model", "train", "dpo", "grpo", "eval"), _tuned_inputs,
           ("results.json", "report.html")),
 )
 NAMES = tuple(stage.name for stage in STAGES)
@@ -131,15 +143,19 @@ DPO = Stage("dpo", "Preference-tune (DPO)", ("spec", "model", "train.method", "t
 # Run before dpo, and only with dpo.self_pairs: the SFT model's own answers, graded, as pairs dpo reads.
 SELF_PAIRS = Stage("self_pairs", "Pair the model's own answers", ("spec", "model", "eval.item_f1", "dpo.self_pairs"),
                    _self_pairs_inputs, ("pairs.jsonl", "stats.json"))
-OPTIONAL = (SYNTH.name, SELF_PAIRS.name, DPO.name)
+# Run last of the tuning stages (after dpo when there is one), and only when adhere.yaml has a grpo section.
+GRPO = Stage("grpo", "Reinforce (GRPO)", ("spec", "model", "eval.item_f1", "train.method", "train.lora", "grpo"),
+             _grpo_inputs, ("summary.json",))
+OPTIONAL = (SYNTH.name, SELF_PAIRS.name, DPO.name, GRPO.name)
 
 
 def stages(config: ProjectConfig) -> tuple[Stage, ...]:
     """The stages `config` runs, in order: STAGES, after SYNTH when there is a synth section, DPO after train
-    when there is a dpo section, preceded by SELF_PAIRS when it has self_pairs."""
+    when there is a dpo section, preceded by SELF_PAIRS when it has self_pairs, and GRPO after those with a grpo section."""
     dpo = () if config.dpo is None else (SELF_PAIRS, DPO) if config.dpo.self_pairs is not None else (DPO,)
+    grpo = (GRPO,) if config.grpo is not None else ()
     cut = NAMES.index("train") + 1
-    return ((SYNTH,) if config.synth is not None else ()) + STAGES[:cut] + dpo + STAGES[cut:]
+    return ((SYNTH,) if config.synth is not None else ()) + STAGES[:cut] + dpo + grpo + STAGES[cut:]
 
 
 def fingerprint(stage: Stage, config: ProjectConfig) -> str:
@@ -194,7 +210,7 @@ def run(config: ProjectConfig, report: Reporter = lambda event, details: None, f
         report("stage", details)
         folder = runs.stage_folder(config, stage.name)
         pending = folder / "fingerprint.pending.json"
-        resume = stage.name in ("train", "dpo") and _can_resume(config, pending, stage)
+        resume = stage.name in ("train", "dpo", "grpo") and _can_resume(config, pending, stage)
         (folder / "fingerprint.json").unlink(missing_ok=True)  # no longer current, whatever happens next
         print_ = fingerprint(stage, config)
         runs.write_json_atomic(pending, {"sha256": print_})
@@ -237,7 +253,7 @@ def _run_stage(name: str, config: ProjectConfig, report: Reporter, resume: bool)
         report("log", {"message": f"{stats['rows_in']} rows in: {split_counts(stats)}, {stats['rejected']} rejected"})
     elif name == "self_pairs":
         _run_self_pairs(config, report)
-    elif name in ("train", "dpo"):
+    elif name in ("train", "dpo", "grpo"):
         from adhere.train import run as train_run
 
         if resume:

@@ -123,15 +123,16 @@ class LocalBackend:
             half = len(prompts) // 2
             return self._generate_batch(prompts[:half], params) + self._generate_batch(prompts[half:], params)
         seconds = time.perf_counter() - started
-        return [self._finish(prompt, row, seconds) for prompt, row in zip(prompts, rows)]
+        return [self.finish(prompt, row, seconds) for prompt, row in zip(prompts, rows)]
 
     def generate_ids(self, prompts: list[list[int]], params: GenerationParams,
-                     on_step: StepHook | None = None) -> list[list[int]]:
+                     on_step: StepHook | None = None, seeds: list[int] | None = None) -> list[list[int]]:
         """The new token ids of each prompt (up to and including its stop token), from one left-padded generate call.
 
         `on_step` is the hook the server drives this batching with: after every decoding step it gets
         each row's newest token and returns which rows have ended (it streams text, and ends rows on
         stop sequences, deadlines and clients leaving); the call returns once every row has ended.
+        `seeds`, one per row, replaces the seed drawn from (params.seed, the row's prompt) when sampling.
         """
         import torch
         from transformers import (
@@ -153,7 +154,7 @@ class LocalBackend:
         # Sampling is done by our processor (one seeded generator per row); generate then takes its only choice.
         processors = LogitsProcessorList()
         if params.temperature > 0:
-            processors.append(seeded_sampler(prompts, params, self.device))
+            processors.append(seeded_sampler(prompts, params, self.device, seeds))
         stopping = StoppingCriteriaList([_step_criteria(on_step)]) if on_step is not None else None
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16_autocast else nullcontext()
         with torch.inference_mode(), autocast:
@@ -163,7 +164,7 @@ class LocalBackend:
         # A finished row is filled with pad tokens until the batch's last row finishes: cut after its stop token.
         return [row[: next((k + 1 for k, t in enumerate(row) if t in self.stop_ids), len(row))] for row in rows]
 
-    def _finish(self, prompt: list[int], new: list[int], seconds: float) -> Generation:
+    def finish(self, prompt: list[int], new: list[int], seconds: float = 0.0) -> Generation:
         """Cut a row at its first stop token ('stop'); a row without one ran out of tokens ('length')."""
         stop = next((k for k, token in enumerate(new) if token in self.stop_ids), None)
         kept = new if stop is None else new[:stop]

@@ -22,14 +22,16 @@ def row_seed(seed: int, prompt: list[int]) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def seeded_sampler(prompts: list[list[int]], params: GenerationParams, device: Any) -> Any:
-    """A LogitsProcessor that samples row r of the batch with temperature and top-p from prompts[r]'s generator."""
+def seeded_sampler(prompts: list[list[int]], params: GenerationParams, device: Any, seeds: list[int] | None = None) -> Any:
+    """A LogitsProcessor that samples row r of the batch with temperature and top-p from prompts[r]'s generator
+    (seeded by `seeds[r]` when given: GRPO samples one prompt several times in a batch)."""
     import torch
     from transformers import LogitsProcessor
 
     class SeededSampler(LogitsProcessor):
         def __init__(self) -> None:
-            self.generators = [torch.Generator(device=device).manual_seed(row_seed(params.seed, p)) for p in prompts]
+            rows = seeds if seeds is not None else [row_seed(params.seed, p) for p in prompts]
+            self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in rows]
 
         def __call__(self, input_ids: Any, scores: Any) -> Any:
             probs = torch.softmax(scores.float() / params.temperature, dim=-1)

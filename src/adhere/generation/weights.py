@@ -31,8 +31,8 @@ def weights_folder(train_dir: Path, method: Method) -> Path:
 
 
 def tuned_stage(config: ProjectConfig) -> str:
-    """The stage whose weights are 'the tuned model': 'dpo' when adhere.yaml has a dpo section (it comes last), else 'train'."""
-    return "dpo" if config.dpo is not None else "train"
+    """The stage whose weights are 'the tuned model', the last of train, dpo and grpo that adhere.yaml has."""
+    return "grpo" if config.grpo is not None else "dpo" if config.dpo is not None else "train"
 
 
 def find_tuned_weights(config: ProjectConfig, stage: str | None = None) -> Path | None:

@@ -1,17 +1,18 @@
-"""The `train` and `dpo` sections of adhere.yaml: how to tune (step 4), and how to prefer (step 4b).
+"""The `train`, `dpo` and `grpo` sections of adhere.yaml: how to tune (step 4), to prefer (4b) and to reinforce (4c).
 
-Both run the one training loop, so they share its settings (`LoopConfig`); `train` adds the method
-and LoRA's shape, which DPO follows, and `dpo` adds what preference tuning needs.
+All run the one training loop, so they share its settings (`LoopConfig`); `train` adds the method
+and LoRA's shape, which DPO and GRPO follow, `dpo` what preference tuning needs, `grpo` sampling and rewards.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
-from adhere.config_fields import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, Section, error_at
+from adhere.config_fields import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Section, error_at
 from adhere.self_pairs.config import SelfPairsConfig
+from adhere.train.rewards import RewardConfig
 
 
 class LoraConfig(Section):
@@ -137,3 +138,69 @@ class DpoConfig(LoopConfig):
     self_pairs: SelfPairsConfig | None = None
     """Pairs from the model's own graded answers (`adhere self-pairs`, run before dpo), trained beside
     workdir/data/pairs.jsonl; absent means none."""
+
+
+class GrpoConfig(LoopConfig):
+    """Reinforcement tuning (GRPO) with verifiable rewards, after `train` (and `dpo`); LoRA or full as train.method
+    says. Samples group_size answers to each prompt of workdir/data/train.jsonl from the model as it trains,
+    scores them with `rewards` (the spec's checks, the eval's graders, a length penalty, a user function)
+    and moves the model toward the answers that score above their group's mean (adhere.train.grpo).
+
+    It starts from the weights of the stage before it (workdir/dpo/ with a dpo section, else workdir/train/,
+    else model.base); LoRA continues that adapter.
+    """
+
+    section: ClassVar[str] = "grpo"
+
+    rewards: list[RewardConfig] = []
+    """What scores an answer, each with a weight: e.g. [{name: item_f1, item: suggestion}, {name: schema, weight: 0.5}].
+    Names: json, schema, constraints, ifeval, item_f1, rouge_l, exact_match, length, function (adhere.train.rewards)."""
+    group_size: PositiveInt = 4
+    """Answers sampled per prompt (GRPO's G, at least 2): advantages compare each answer with its group's."""
+    batch_size: PositiveInt = 2
+    """Prompts per micro-step; each gives group_size answers, sampled together and trained in one forward."""
+    max_new_tokens: PositiveInt = 256
+    """Longest sampled answer; a cut-off answer stays in its group (it scores what it scores)."""
+    temperature: PositiveFloat = 1.0
+    """Sampling temperature: 1.0 samples the model's own distribution, as the policy gradient assumes."""
+    top_p: Fraction = 1.0
+    """Nucleus sampling mass (1.0: none, as the policy gradient assumes)."""
+    scale_rewards: bool = True
+    """Divide each group's centred rewards by their standard deviation (GRPO, TRL's default); false keeps the
+    centred rewards (Dr. GRPO)."""
+    beta: NonNegativeFloat = 0.0
+    """Weight of a KL penalty to the starting weights (k3 estimate, per token); 0, the default as in TRL and
+    DAPO, turns it off and skips the reference forward."""
+    lr: PositiveFloat = 1e-5
+    """Peak learning rate."""
+    epochs: PositiveFloat = 1.0
+    """Passes over the prompts (ignored when max_steps is set)."""
+    warmup_ratio: Fraction = 0.0
+    """Share of the steps spent warming up the learning rate."""
+    max_prompts: NonNegativeInt = 0
+    """Use at most this many prompts (the first rows of workdir/data/train.jsonl); 0 means all."""
+    sample_every: PositiveInt = 10
+    """Write the best and worst answer of a group to run_dir/samples.jsonl at step 1 and every this many steps."""
+    save_every: PositiveInt | None = None
+    """Write a checkpoint every this many steps, for `adhere grpo --resume`."""
+
+    @field_validator("group_size")
+    @classmethod
+    def _a_group(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError("expected at least 2: advantages compare each answer with the others of its group")
+        return value
+
+    @model_validator(mode="after")
+    def _rewards_and_no_evaluations(self) -> GrpoConfig:
+        if not self.rewards:
+            raise error_at(("rewards",), "is empty: name at least one reward, e.g. [{name: schema}] or "
+                           "[{name: item_f1, item: suggestion}]")
+        labels = [r.label for r in self.rewards]
+        for i, label in enumerate(labels):
+            if label in labels[:i]:
+                raise error_at(("rewards", i), f"reward {label!r} is listed twice; give it once with the weight the two add to")
+        if self.eval_every is not None:
+            raise error_at(("eval_every",), "grpo does not evaluate during training; compare the models with "
+                           "`adhere eval` after it (eval.models lists base, sft and tuned)")
+        return self

@@ -112,6 +112,7 @@ class Task:
     blank: Callable[[Any], Any]  # an item like this one that trains nothing
     data_files: list[Path]  # hashed into checkpoints, so resume can tell the data changed
     out: Path  # where the trained weights are written
+    begin_step: Callable[[int], None] | None = None  # told each step's number before its batches are collated (GRPO)
 
 
 SFT_TERMS: Terms = {"loss": ("tokens", 1.0)}  # the summed token loss, per trained token
@@ -205,6 +206,8 @@ def run_loop(config: Any, settings: Any, make_task: Callable[[Any, Any, Path, Lo
     started, start_tokens, valid, final_valid, stop = time.perf_counter(), tokens_seen, None, None, False
     for step in range(first_step, total_steps + 1):
         step_started = time.perf_counter()
+        if task.begin_step is not None:
+            task.begin_step(step)
         window = [task.collate(next(stream)) for _ in range(tc.grad_accum)]
         # Loss normalisation: each term's sums over every micro-batch of this step are divided by its
         # count (SFT: trained tokens; DPO: pairs, and chosen tokens for its SFT term) over the whole

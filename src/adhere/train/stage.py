@@ -28,19 +28,28 @@ Log = Callable[[dict[str, Any]], None]
 # The metrics.jsonl keys TensorBoard plots: the loss and its validation, and DPO's terms (adhere.train.dpo.terms).
 TENSORBOARD_KEYS = ("loss", "valid_loss", "lr", "grad_norm", "tokens_per_s", "dpo_loss", "sft_loss", "reward_accuracy",
                     "margin", "chosen_logp", "rejected_logp", "chosen_reward", "rejected_reward", "valid_reward_accuracy",
-                    "valid_margin")
+                    "valid_margin", "pg_loss", "kl", "reward", "zero_std_groups", "completion_tokens", "truncated",
+                    "clip_fraction")
 
 
 def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m: None, resume: bool = False,
-        stage: Literal["train", "dpo"] = "train") -> Path:
+        stage: Literal["train", "dpo", "grpo"] = "train") -> Path:
     """Train and write `workdir/<stage>/`; with `resume`, continue from the latest checkpoint. Returns the folder.
 
     `stage='dpo'` preference-tunes (adhere.yaml's dpo section) from what `train` wrote; see `adhere.train.dpo`.
+    `stage='grpo'` reinforces (adhere.yaml's grpo section) from what the stage before wrote; see `adhere.train.grpo`.
     """
     from adhere.errors import UserError
-    from adhere.train import checkpoints, dpo, loop
+    from adhere.train import checkpoints, dpo, grpo, loop
 
-    if stage == "dpo":
+    if stage == "grpo":
+        if config.grpo is None:
+            raise UserError("adhere grpo: adhere.yaml has no grpo section; add one (grpo: {rewards: [{name: schema}]}) "
+                            "to reinforce with the spec's checks")
+        settings, train, keys = config.grpo, grpo.train, grpo.RESUME_KEYS
+        inputs = {"prompts": grpo.prompts_path(config)}
+        data_files = list(inputs.values())
+    elif stage == "dpo":
         if config.dpo is None:
             raise UserError("adhere dpo: adhere.yaml has no dpo section; add one (dpo: {beta: 0.1}) to preference-tune")
         settings, train, inputs, keys = config.dpo, dpo.train, dpo.pair_paths(config), dpo.RESUME_KEYS
@@ -59,7 +68,7 @@ def run(config: ProjectConfig, log: Callable[[dict[str, Any]], None] = lambda m:
     else:
         # A fresh run: old checkpoints would mislead --resume, and an old summary would say it finished.
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        for stale in ("summary.json", dpo.REFERENCE_FILE):
+        for stale in ("summary.json", dpo.REFERENCE_FILE, grpo.REFERENCE_FILE, grpo.SAMPLES_FILE):
             (run_dir / stale).unlink(missing_ok=True)
     run_dir = runs.start_stage(config, stage)
     with tensorboard(settings, run_dir, log) as log_all:
@@ -86,9 +95,9 @@ def tensorboard(settings: Any, run_dir: Path, log: Log) -> Iterator[Log]:
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
     def both(metrics: dict[str, Any]) -> None:
-        for key in TENSORBOARD_KEYS:
-            if key in metrics:
-                writer.add_scalar(f"train/{key}", metrics[key], metrics["step"])
+        for key, value in metrics.items():
+            if key in TENSORBOARD_KEYS or key.startswith("reward_"):  # GRPO's rewards, one by one
+                writer.add_scalar(f"train/{key}", value, metrics["step"])
         log(metrics)
 
     try:
