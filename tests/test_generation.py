@@ -151,6 +151,18 @@ def test_sampling_is_reproducible_for_a_seed_in_any_batch(backend: LocalBackend)
     assert sum(a != b for a, b in zip(batched, greedy)) >= 6 and sum(a != b for a, b in zip(batched, other_seed)) >= 6
 
 
+def test_answering_each_prompt_several_times_reads_it_once_and_answers_as_repeated_rows(backend: LocalBackend) -> None:
+    """`repeats` (GRPO's group of answers to one prompt): the prompts' KV cache, computed once and copied to each
+    row, gives the tokens that the prompts repeated row by row give, greedy and sampled with a seed per row."""
+    prompts = [backend.encode(chat) for chat in CHATS[:3]]  # of different lengths: left padding is exercised
+    assert len({len(p) for p in prompts}) == 3
+    for params in (GenerationParams(max_new_tokens=10), GenerationParams(10, temperature=1.0, seed=3)):
+        seeds = list(range(100, 112))
+        repeated = backend.generate_ids([p for p in prompts for _ in range(4)], params, seeds=seeds)
+        assert backend.generate_ids(prompts, params, seeds=seeds, repeats=4) == repeated
+    assert len({tuple(row) for row in repeated}) > 3  # a seed per row: the answers to one prompt differ
+
+
 def test_top_p_0_keeps_the_most_likely_token() -> None:
     from adhere.generation.sampling import seeded_sampler
 

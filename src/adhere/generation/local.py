@@ -126,13 +126,16 @@ class LocalBackend:
         return [self.finish(prompt, row, seconds) for prompt, row in zip(prompts, rows)]
 
     def generate_ids(self, prompts: list[list[int]], params: GenerationParams,
-                     on_step: StepHook | None = None, seeds: list[int] | None = None) -> list[list[int]]:
+                     on_step: StepHook | None = None, seeds: list[int] | None = None, repeats: int = 1) -> list[list[int]]:
         """The new token ids of each prompt (up to and including its stop token), from one left-padded generate call.
 
         `on_step` is the hook the server drives this batching with: after every decoding step it gets
         each row's newest token and returns which rows have ended (it streams text, and ends rows on
         stop sequences, deadlines and clients leaving); the call returns once every row has ended.
         `seeds`, one per row, replaces the seed drawn from (params.seed, the row's prompt) when sampling.
+        With `repeats` each prompt is answered that many times (rows prompt by prompt, as `prompts` repeated):
+        the prompts are read once and their KV cache copied to each row (GRPO's group of answers to one
+        prompt), which saves reading the prompt again per answer (3.7 of 4.8 s for 2 code-review prompts x 4).
         """
         import torch
         from transformers import (
@@ -147,6 +150,16 @@ class LocalBackend:
         for row, prompt in enumerate(prompts):  # left padding: every prompt ends where generation starts
             input_ids[row, width - len(prompt):] = torch.tensor(prompt)
             attention_mask[row, width - len(prompt):] = 1
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16_autocast else nullcontext()
+        cache = None
+        if repeats > 1 and width > 1:
+            with torch.inference_mode(), autocast:
+                cache = self._prefill(input_ids[:, :-1], attention_mask[:, :-1])
+            cache.batch_repeat_interleave(repeats)
+        if repeats > 1:
+            prompts = [p for p in prompts for _ in range(repeats)]
+            input_ids, attention_mask = input_ids.repeat_interleave(repeats, 0), attention_mask.repeat_interleave(repeats, 0)
         config = GenerationConfig(
             max_new_tokens=max(1, min(params.max_new_tokens, self.max_positions - width)), do_sample=False, num_beams=1,
             eos_token_id=sorted(self.stop_ids), pad_token_id=self.pad_id, use_cache=True,
@@ -156,13 +169,20 @@ class LocalBackend:
         if params.temperature > 0:
             processors.append(seeded_sampler(prompts, params, self.device, seeds))
         stopping = StoppingCriteriaList([_step_criteria(on_step)]) if on_step is not None else None
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16_autocast else nullcontext()
         with torch.inference_mode(), autocast:
-            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                                      generation_config=config, logits_processor=processors, stopping_criteria=stopping)
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                                      logits_processor=processors, stopping_criteria=stopping,
+                                      **({"cache": cache} if cache is not None else {}))
         rows = out[:, width:].tolist()
         # A finished row is filled with pad tokens until the batch's last row finishes: cut after its stop token.
         return [row[: next((k + 1 for k, t in enumerate(row) if t in self.stop_ids), len(row))] for row in rows]
+
+    def _prefill(self, input_ids: Any, attention_mask: Any) -> Any:
+        """The KV cache of left-padded prompts, at the positions generate gives them (counted from each row's first
+        real token: transformers' `_prepare_position_ids_for_generation`)."""
+        position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=True).cache
 
     def finish(self, prompt: list[int], new: list[int], seconds: float = 0.0) -> Generation:
         """Cut a row at its first stop token ('stop'); a row without one ran out of tokens ('length')."""

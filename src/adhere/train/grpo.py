@@ -205,8 +205,8 @@ class Rollouts:
         params = GenerationParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed)
         was_training = self.model.training
         self.model.eval()
-        try:
-            new = self.backend.generate_ids(rows, params, seeds=seeds) if rows else []
+        try:  # each prompt is read once for its whole group (repeats)
+            new = self.backend.generate_ids([p.input_ids for p in real], params, seeds=seeds, repeats=g) if rows else []
         finally:
             self.model.train(was_training)
         answers = [self.backend.finish(prompt, tokens) for prompt, tokens in zip(rows, new)]
