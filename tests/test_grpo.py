@@ -251,7 +251,9 @@ def test_with_a_grpo_section_it_runs_last_of_the_tuning_stages_and_is_the_tuned_
     from adhere.generation.weights import find_tuned_weights
     from adhere.train.grpo import start_stage
 
-    path = make_project(tmp_path, tiny_dir, "  rewards: [{name: json}]\n", extra="dpo: {beta: 0.1}\n")
+    # eval.item_f1 holds sections in a mapping: the stages that read it (grpo, self_pairs) hash it too
+    path = make_project(tmp_path, tiny_dir, "  rewards: [{name: item_f1}]\n", extra="dpo: {beta: 0.1}\n"
+                        "eval: {item_f1: {suggestion: {list: suggestions, key: [line, rule]}}}\n")
     config = load_config(path)
     assert [s.name for s in pipeline.stages(config)] == ["spec", "data", "baseline", "train", "dpo", "grpo", "eval"]
     assert start_stage(config) == "dpo" and start_stage(load_config(path, ["dpo=null"])) == "train"
@@ -261,4 +263,7 @@ def test_with_a_grpo_section_it_runs_last_of_the_tuning_stages_and_is_the_tuned_
     before = pipeline.fingerprint(pipeline.GRPO, config)  # redone when the weights it starts from change
     (config.stage_dir("dpo") / "adapter" / "adapter_model.safetensors").write_bytes(b"new")
     assert pipeline.fingerprint(pipeline.GRPO, config) != before
+    other_key = load_config(path, ["eval.item_f1.suggestion.key=[rule]"])
+    (other_key.stage_dir("data") / "train.jsonl").touch()
+    assert pipeline.fingerprint(pipeline.GRPO, other_key) != pipeline.fingerprint(pipeline.GRPO, config)
     shutil.rmtree(config.stage_dir("grpo"))

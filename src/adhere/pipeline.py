@@ -178,7 +178,18 @@ def _setting(config: ProjectConfig, key: str) -> Any:
     value: Any = config
     for part in key.split("."):
         value = getattr(value, part) if value is not None else None  # an optional section (dpo) left out
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return _as_json(value)
+
+
+def _as_json(value: Any) -> Any:
+    """A setting as JSON values: sections dumped, and those inside a mapping or list too (eval.item_f1's entries)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {key: _as_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_json(item) for item in value]
+    return value
 
 
 def is_current(stage: Stage, config: ProjectConfig) -> bool:
