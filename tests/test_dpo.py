@@ -247,6 +247,30 @@ def test_sigkill_then_resume_continuing_an_sft_adapter_ends_with_the_uninterrupt
         adhere.train.run(load_config(killed, ["dpo.beta=0.2"]), resume=True, stage="dpo")
 
 
+@pytest.mark.embedded
+def test_a_short_real_run_on_the_embedded_model_raises_held_out_reward_accuracy(tmp_path: Path) -> None:
+    """The embedded model, a new LoRA adapter: prefer the right number of legs over 3, learned on four animals and
+    measured on two it never saw (the reference is the base model, so reward accuracy starts from 0)."""
+    def pairs(animals: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for i, (colour, animal) in enumerate((c, a) for c in ("red", "blue", "green", "black") for a in animals):
+            legs = 2 if animal in ("owl", "hen") else 4
+            answer = {"animal": animal, "colour": colour}
+            out.append(pair(f"Describe a {colour} {animal} as JSON with its number of legs.", json.dumps(answer | {"legs": legs}),
+                            json.dumps(answer | {"legs": 3})) | {"meta": {"id": f"{animal}-{i}"}})
+        return out
+
+    data = tmp_path / "runs" / "p" / "data"
+    write_jsonl(data / "pairs.jsonl", pairs(["cat", "dog", "horse", "owl"]))
+    write_jsonl(data / "pairs_valid.jsonl", pairs(["fox", "hen"]))
+    (tmp_path / "adhere.yaml").write_text("name: p\ndpo:\n  beta: 0.1\n  sft_weight: 0\n  lr: 0.0005\n  max_steps: 8\n"
+                                          "  batch_size: 4\n  eval_every: 4\n  max_length: 128\n  warmup_ratio: 0\n")
+    run_dir = adhere.train.run(load_config(tmp_path / "adhere.yaml"), stage="dpo")
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    held_out = [m["valid_reward_accuracy"] for m in metrics if "valid_reward_accuracy" in m]
+    assert metrics[0]["reward_accuracy"] == 0 and held_out[-1] >= 0.75 and metrics[-1]["valid_margin"] > 0, held_out
+
+
 def test_with_a_dpo_section_tuned_means_dpo_and_sft_names_the_supervised_weights(tmp_path: Path, tiny_dir: Path) -> None:
     from adhere import pipeline
     from adhere.generation.refs import ModelRef, describe
