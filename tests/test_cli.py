@@ -104,7 +104,7 @@ def test_help_lists_only_working_commands_each_with_help() -> None:
     from adhere.cli import app
 
     group = typer.main.get_command(app)
-    assert set(group.commands) == {"init", "config", "run", "spec", "data", "train", "self-pairs", "dpo", "eval", "synth", "export", "serve", "feedback", "doctor"}
+    assert set(group.commands) == {"init", "config", "run", "spec", "data", "train", "self-pairs", "dpo", "grpo", "eval", "synth", "export", "serve", "feedback", "doctor"}
     result = subprocess.run([sys.executable, "-m", "adhere", "config", "check", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--set" in result.stdout and "resolved config" in result.stdout
 
