@@ -109,10 +109,10 @@ def test_the_merged_sampler_follows_the_live_adapter() -> None:
     from peft import LoraConfig, get_peft_model
     from tiny import build_tiny_model
 
-    from adhere.train.grpo import MergedSampler
+    from adhere.generation.weights import MergedCopy
 
     model = get_peft_model(build_tiny_model(400), LoraConfig(r=4, target_modules="all-linear"))
-    sampler = MergedSampler(model)
+    sampler = MergedCopy(model)
     base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -124,7 +124,7 @@ def test_the_merged_sampler_follows_the_live_adapter() -> None:
     sampler.refresh()
     torch.testing.assert_close(sampler.model(input_ids=ids).logits, live, rtol=1e-4, atol=1e-4)
     assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if "lora_" not in n)
-    assert MergedSampler.usable(model) and not MergedSampler.usable(build_tiny_model(400))
+    assert MergedCopy.usable(model) and not MergedCopy.usable(build_tiny_model(400))
 
 
 def test_the_rewards_score_with_the_spec_and_the_graders(tmp_path: Path, tiny_dir: Path) -> None:
