@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -266,4 +265,3 @@ def test_with_a_grpo_section_it_runs_last_of_the_tuning_stages_and_is_the_tuned_
     other_key = load_config(path, ["eval.item_f1.suggestion.key=[rule]"])
     (other_key.stage_dir("data") / "train.jsonl").touch()
     assert pipeline.fingerprint(pipeline.GRPO, other_key) != pipeline.fingerprint(pipeline.GRPO, config)
-    shutil.rmtree(config.stage_dir("grpo"))
